@@ -91,14 +91,17 @@ impl GroupDoc {
     /// send back, or `None` when both sides are level.
     pub fn receive_sync(&mut self, msg: SyncMessage) -> (ApplyReport, Option<SyncMessage>) {
         let sent_changes = !msg.changes.is_empty();
+        let pending_before = self.pending_count();
         let report = self.apply(msg.changes);
         let they_lack = !self.changes_since(&msg.heads).is_empty();
         let we_lack = msg.heads.iter().any(|h| !self.has_change(h));
+        // Progress: something applied, or something now waits for dependencies the
+        // sender holds (a sender only sends changes it has applied). If everything it
+        // sent was refused, asking again would loop; wait for the next round instead.
+        let progressed = !report.applied.is_empty() || self.pending_count() > pending_before;
         let reply = if they_lack {
             Some(self.sync_message(Some(&msg.heads)))
-        } else if we_lack && (!sent_changes || !report.applied.is_empty()) {
-            // They have more: show our heads so they send the rest. If they sent
-            // changes and none applied, asking again would loop; wait for the next round.
+        } else if we_lack && (!sent_changes || progressed) {
             Some(self.sync_message(None))
         } else {
             None

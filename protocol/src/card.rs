@@ -1,0 +1,119 @@
+//! Agent cards: what an agent publishes about itself in the DHT, signed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentId, Keypair, ProtocolError, Result, Skill, codec, codec::*, message::MAX_SKILLS};
+
+/// Domain separator of card signatures.
+pub const CARD_DOMAIN: &[u8] = b"starling/agent-card/v1";
+/// Longest listen address.
+pub const MAX_ADDR: usize = 256;
+
+/// What an agent says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCard {
+    /// The agent.
+    pub id: AgentId,
+    /// Its skills with their metrics.
+    #[serde(deserialize_with = "bounded_vec::<_, _, MAX_SKILLS>")]
+    pub skills: Vec<Skill>,
+    /// Multiaddrs it listens on.
+    #[serde(deserialize_with = "bounded_vec::<_, _, 16>")]
+    pub addrs: Vec<String>,
+    /// Tasks it is working on.
+    pub load: u32,
+    /// Its task slots.
+    pub max_slots: u32,
+    /// Increases with every new card, so a newer card replaces an older one.
+    pub version: u64,
+}
+
+/// A card and its signature, as stored in the DHT under `/starling/agent/<peer id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCard {
+    bytes: Vec<u8>,
+}
+
+impl SignedCard {
+    /// Encodes and signs a card. The card's id must be the signer's.
+    pub fn sign(keypair: &Keypair, card: &AgentCard) -> Result<SignedCard> {
+        if card.id != keypair.id() {
+            return Err(ProtocolError::Invalid(
+                "a card must be signed by its own agent".into(),
+            ));
+        }
+        let mut bytes = codec::encode(card)?;
+        let sig = keypair.sign(&[CARD_DOMAIN, &bytes].concat());
+        bytes.extend_from_slice(&sig);
+        Ok(SignedCard { bytes })
+    }
+
+    /// The stored bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The DHT key of an agent's card.
+    pub fn dht_key(id: &AgentId) -> String {
+        format!("/starling/agent/{id}")
+    }
+
+    /// Verifies stored bytes: the card decodes, its signature verifies with the card's
+    /// own id, and (if given) that id is the one the record is stored under.
+    pub fn verify(bytes: &[u8], expected: Option<&AgentId>) -> Result<AgentCard> {
+        if bytes.len() < 64 {
+            return Err(ProtocolError::Decode("card too short".into()));
+        }
+        let (body, sig) = bytes.split_at(bytes.len() - 64);
+        let card: AgentCard = codec::decode(body)?;
+        if let Some(e) = expected
+            && &card.id != e
+        {
+            return Err(ProtocolError::Invalid(
+                "card stored under another agent's key".into(),
+            ));
+        }
+        let sig: [u8; 64] = sig
+            .try_into()
+            .map_err(|_| ProtocolError::Decode("signature".into()))?;
+        if !card.id.verify_strict(&[CARD_DOMAIN, body].concat(), &sig) {
+            return Err(ProtocolError::BadSignature(card.id.to_string()));
+        }
+        for s in &card.skills {
+            s.validate()?;
+        }
+        Ok(card)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Level;
+
+    #[test]
+    fn cards_verify_only_under_their_own_key() {
+        let k = Keypair::from_secret_bytes([5; 32]);
+        let card = AgentCard {
+            id: k.id(),
+            skills: vec![Skill::new("rust", Level::Expert)],
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            load: 1,
+            max_slots: 4,
+            version: 3,
+        };
+        let signed = SignedCard::sign(&k, &card).unwrap();
+        assert_eq!(
+            SignedCard::verify(signed.as_bytes(), Some(&k.id())).unwrap(),
+            card
+        );
+        let other = Keypair::from_secret_bytes([6; 32]);
+        assert!(SignedCard::verify(signed.as_bytes(), Some(&other.id())).is_err());
+        let mut forged = card.clone();
+        forged.id = other.id();
+        assert!(SignedCard::sign(&k, &forged).is_err());
+        let mut tampered = signed.as_bytes().to_vec();
+        tampered[40] ^= 1;
+        assert!(SignedCard::verify(&tampered, None).is_err());
+    }
+}

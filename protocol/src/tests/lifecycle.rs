@@ -1,0 +1,92 @@
+//! The whole lifecycle of a task over the mesh.
+
+use super::mesh::*;
+use crate::{Event, Level, Outcome};
+
+#[test]
+fn a_three_skill_task_forms_with_the_best_offers_and_completes() {
+    let mut mesh = Mesh::new();
+    let initiator = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let rust_expert = mesh.worker(10, "rust", Level::Expert);
+    let rust_novice = mesh.worker(11, "rust", Level::Novice);
+    let sql = mesh.worker(12, "sql", Level::Advanced);
+    let sql_low = mesh.worker(13, "sql", Level::Novice); // below the minimum
+    let ml = mesh.worker(14, "ml", Level::Advanced);
+    let ml2 = mesh.worker(15, "ml", Level::Intermediate);
+
+    let task = mesh.announce(
+        initiator,
+        spec(&[
+            ("rust", Level::Novice, 1),
+            ("sql", Level::Intermediate, 1),
+            ("ml", Level::Intermediate, 1),
+        ]),
+    );
+    assert!(
+        mesh.run_until(30_000, |m| m.finished(task).is_some()),
+        "task did not finish"
+    );
+    let (by, outcome, mut results) = mesh.finished(task).unwrap();
+    assert_eq!(by, initiator);
+    assert_eq!(outcome, Outcome::Completed);
+    results.sort_by(|a, b| a.skill.cmp(&b.skill));
+    let members: Vec<_> = results
+        .iter()
+        .map(|r| (r.skill.as_str(), r.member))
+        .collect();
+    assert_eq!(
+        members,
+        vec![("ml", ml), ("rust", rust_expert), ("sql", sql)]
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| r.success && r.output.starts_with(r.skill.as_bytes()))
+    );
+
+    mesh.run_for(1_000); // let the dissolve messages arrive
+
+    // The agent below the minimum level never offered; the weaker ones were not invited.
+    assert!(mesh.sent_by(sql_low, "skill_offer").is_empty());
+    assert!(
+        mesh.sent_by(initiator, "group_invite")
+            .iter()
+            .all(|(to, _)| ![rust_novice, ml2, sql_low].contains(to))
+    );
+    assert_eq!(
+        mesh.events_where(|a, e| *a == initiator && matches!(e, Event::GroupFormed { .. }))
+            .len(),
+        1
+    );
+
+    // Every replica of the group document agrees on the outcome and the results.
+    let init_view = mesh.agent(initiator).group(&task).unwrap().view().unwrap();
+    for m in [rust_expert, sql, ml] {
+        assert_eq!(mesh.agent(m).slots_used(), 0, "slot released");
+        let ended = mesh.events_where(|a, e| *a == m && matches!(e, Event::AssignmentEnded { task_id, outcome: Outcome::Completed } if *task_id == task));
+        assert_eq!(ended.len(), 1);
+        let learned = mesh.agent(m).skills().next().unwrap().completed;
+        assert_eq!(learned, 1, "skill metrics learn from the task");
+    }
+    assert_eq!(
+        init_view.outcome,
+        Some(starling_crdt::TaskOutcome::Completed)
+    );
+    assert_eq!(init_view.skills_covered().len(), 3);
+    // After the linger period the initiator closes the document and hands out a snapshot.
+    mesh.run_for(20_000);
+    assert!(mesh.agent(initiator).group(&task).is_none());
+    let snapshot = mesh.events.iter().find_map(|(_, a, e)| match e {
+        Event::GroupClosed { task_id, snapshot } if *task_id == task && *a == initiator => {
+            Some(snapshot.clone())
+        }
+        _ => None,
+    });
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let restored =
+        starling_crdt::GroupDoc::load(key, &snapshot.expect("a snapshot"), Default::default())
+            .unwrap();
+    let view = restored.view().unwrap();
+    assert_eq!(view.outcome, init_view.outcome);
+    assert_eq!(view.skills, init_view.skills);
+}

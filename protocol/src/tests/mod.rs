@@ -1,0 +1,9 @@
+//! State-machine tests over an in-test router with a fake clock: no network, no sleeps.
+
+mod alloc;
+mod hostile;
+mod lifecycle;
+mod mesh;
+mod recovery;
+mod scheduling;
+mod wire;

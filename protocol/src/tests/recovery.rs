@@ -1,0 +1,189 @@
+//! Failures: rejections, silent members, a dead initiator.
+
+use super::mesh::*;
+use crate::{Command, Event, Level, Message, Outcome};
+
+#[test]
+fn a_rejecting_member_is_replaced_by_a_standby() {
+    let mut mesh = Mesh::new();
+    let i1 = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let i2 = mesh.add(2, &[], 1, Exec::Manual, |_| {});
+    // The best agent has one slot; both initiators want it.
+    let best = mesh.add(
+        10,
+        &[("etl", Level::Expert)],
+        1,
+        Exec::Auto {
+            duration_ms: 500,
+            success: true,
+        },
+        |_| {},
+    );
+    let standby = mesh.add(
+        11,
+        &[("etl", Level::Novice)],
+        1,
+        Exec::Auto {
+            duration_ms: 500,
+            success: true,
+        },
+        |_| {},
+    );
+    let t1 = mesh.announce(i1, spec(&[("etl", Level::Novice, 1)]));
+    let t2 = mesh.announce(i2, spec(&[("etl", Level::Novice, 1)]));
+    assert!(mesh.run_until(30_000, |m| m.finished(t1).is_some()
+        && m.finished(t2).is_some()));
+    let rejects = mesh.sent_by(best, "group_reject");
+    assert_eq!(
+        rejects.len(),
+        1,
+        "the busy agent declines exactly one invitation"
+    );
+    let (rejected_by, _) = &rejects[0];
+    let (rejected_task, kept_task) = if *rejected_by == i1 {
+        (t1, t2)
+    } else {
+        (t2, t1)
+    };
+    assert!(matches!(
+        &rejects[0].1,
+        Message::GroupReject {
+            reason: crate::RejectReason::NoCapacity,
+            ..
+        }
+    ));
+    let (_, outcome, results) = mesh.finished(rejected_task).unwrap();
+    assert_eq!(outcome, Outcome::Completed);
+    assert_eq!(results[0].member, standby);
+    assert_eq!(mesh.finished(kept_task).unwrap().2[0].member, best);
+}
+
+#[test]
+fn a_silent_member_is_replaced_and_the_replacement_resumes_from_its_checkpoint() {
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let first = mesh.add(10, &[("render", Level::Expert)], 1, Exec::Manual, |_| {});
+    let second = mesh.add(
+        11,
+        &[("render", Level::Intermediate)],
+        1,
+        Exec::Auto {
+            duration_ms: 500,
+            success: true,
+        },
+        |_| {},
+    );
+    let task = mesh.announce(init, spec(&[("render", Level::Novice, 1)]));
+    assert!(mesh.run_until(10_000, |m| {
+        !m.events_where(|a, e| *a == first && matches!(e, Event::TaskAssigned(_)))
+            .is_empty()
+    }));
+    mesh.command(
+        first,
+        Command::Progress {
+            task_id: task,
+            progress: 0.4,
+            checkpoint: Some(b"frame-40".to_vec()),
+        },
+    );
+    mesh.run_for(100);
+    let failed_at = mesh.now;
+    mesh.kill(first);
+    assert!(mesh.run_until(60_000, |m| m.finished(task).is_some()));
+    let (_, outcome, results) = mesh.finished(task).unwrap();
+    assert_eq!(outcome, Outcome::Completed);
+    assert_eq!(results.len(), 1, "exactly one result is committed");
+    assert_eq!(results[0].member, second);
+    let assigned = mesh.events_where(|a, e| *a == second && matches!(e, Event::TaskAssigned(_)));
+    let Event::TaskAssigned(a) = &assigned[0].2 else {
+        unreachable!()
+    };
+    assert_eq!(
+        a.resume_from.as_deref(),
+        Some(&b"frame-40"[..]),
+        "the replacement resumes from the checkpoint"
+    );
+    let failed = mesh
+        .events_where(|_, e| matches!(e, Event::MemberFailed { member, .. } if *member == first));
+    assert_eq!(failed.len(), 1);
+    let detection = failed[0].0 - failed_at;
+    let timeout = mesh.agent(init).config().suspicion_timeout_ms;
+    assert!(
+        detection <= timeout + mesh.agent(init).config().heartbeat_interval_ms,
+        "detected after {detection} ms"
+    );
+    assert!(mesh.events_where(|_, e| matches!(e, Event::ReplacementStarted { member, resumed: true, .. } if *member == second)).len() == 1);
+}
+
+#[test]
+fn the_group_outlives_its_initiator_and_records_the_result() {
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let a = mesh.add(
+        10,
+        &[("a", Level::Expert)],
+        1,
+        Exec::Auto {
+            duration_ms: 3_000,
+            success: true,
+        },
+        |_| {},
+    );
+    let b = mesh.add(
+        11,
+        &[("b", Level::Expert)],
+        1,
+        Exec::Auto {
+            duration_ms: 3_000,
+            success: true,
+        },
+        |_| {},
+    );
+    let task = mesh.announce(
+        init,
+        spec(&[("a", Level::Novice, 1), ("b", Level::Novice, 1)]),
+    );
+    assert!(mesh.run_until(10_000, |m| {
+        !m.events_where(|_, e| matches!(e, Event::GroupFormed { .. }))
+            .is_empty()
+    }));
+    mesh.kill(init);
+    // The initiator died with its TaskStart messages in flight: the members must notice,
+    // agree, hand the coordination to one of them, and start the work themselves.
+    assert!(
+        mesh.run_until(60_000, |m| m.finished(task).is_some()),
+        "nobody finished the task"
+    );
+    mesh.run_for(1_000);
+    let (by, outcome, results) = mesh.finished(task).unwrap();
+    assert!(by == a || by == b, "a member finished the task");
+    assert_eq!(by, a.min(b), "the lowest-id member took over");
+    assert_eq!(outcome, Outcome::Completed);
+    assert_eq!(results.len(), 2);
+    assert_eq!(mesh.finish_count(task), 1);
+    for m in [a, b] {
+        // Both members hold (or held, and snapshotted) a document with the outcome.
+        let view = match mesh.agent(m).group(&task) {
+            Some(doc) => doc.view().unwrap(),
+            None => {
+                let snap = mesh.events.iter().rev().find_map(|(_, who, e)| match e {
+                    Event::GroupClosed { task_id, snapshot } if *task_id == task && *who == m => {
+                        Some(snapshot.clone())
+                    }
+                    _ => None,
+                });
+                let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+                starling_crdt::GroupDoc::load(key, &snap.unwrap(), Default::default())
+                    .unwrap()
+                    .view()
+                    .unwrap()
+            }
+        };
+        assert_eq!(view.outcome, Some(starling_crdt::TaskOutcome::Completed));
+        assert_eq!(view.coordinators.len(), 2);
+        assert!(
+            view.selected()
+                .all(|(_, k)| view.member(k).unwrap().result.is_some())
+        );
+    }
+}
