@@ -121,6 +121,27 @@ impl GroupDoc {
         })
     }
 
+    /// As an invited agent: declines the invitation for `skill`, so the document
+    /// records the refusal (the member shows as `Left`).
+    pub fn decline(&mut self, skill: &str, now_ms: u64) -> Result<SignedChange> {
+        let me = self.me();
+        let view = self.view()?;
+        match view.member(me) {
+            Some(m) if m.status == MemberStatus::Invited && m.skill == skill => {}
+            _ => {
+                return Err(CrdtError::NotAuthorised(
+                    "no open invitation for this skill".into(),
+                ));
+            }
+        }
+        self.write(now_ms, |tx, c| {
+            let slot = own_slot(tx, &c.members, me)?;
+            tx.put(&slot, K_SKILL, skill)?;
+            tx.put(&slot, K_STATUS, MemberStatus::Left.as_str())?;
+            Ok(())
+        })
+    }
+
     /// As a member: marks itself as working on the task.
     pub fn activate(&mut self, now_ms: u64) -> Result<SignedChange> {
         self.write_own_status(MemberStatus::Active, now_ms)

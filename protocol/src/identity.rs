@@ -206,6 +206,15 @@ mod tests {
         assert!(s.starts_with("12D3KooW"), "{s}");
         assert_eq!(s.parse::<AgentId>().unwrap(), id);
         assert!("12D3KooWxyz".parse::<AgentId>().is_err());
+        // A PeerId produced by another libp2p implementation parses and prints back.
+        let foreign = "12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK";
+        assert_eq!(foreign.parse::<AgentId>().unwrap().to_string(), foreign);
+        // A sha256-multihash (RSA-style) peer id is not an ed25519 agent.
+        assert!(
+            "QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa"
+                .parse::<AgentId>()
+                .is_err()
+        );
         assert!("not base58 0OIl".parse::<AgentId>().is_err());
     }
 

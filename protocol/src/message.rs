@@ -239,6 +239,9 @@ pub struct TaskAnnounce {
     pub payload: Vec<u8>,
     /// How many times it has been announced before (re-announcements).
     pub round: u32,
+    /// Whether the result must be approved by two thirds of the members
+    /// (see [`crate::consensus`]).
+    pub consensus: bool,
 }
 
 impl TaskAnnounce {
@@ -328,12 +331,18 @@ pub enum Message {
         )]
         changes: Vec<u8>,
     },
-    /// Invitee → coordinator: declined.
+    /// Invitee → coordinator: declined (the refusal recorded in the changes).
     GroupReject {
         /// The task.
         task_id: TaskId,
         /// Why.
         reason: RejectReason,
+        /// Encoded CRDT batch: the invitee's refusal, if it could record one.
+        #[serde(
+            deserialize_with = "bounded_bytes::<_, MAX_CHANGES>",
+            serialize_with = "serde_bytes::serialize"
+        )]
+        changes: Vec<u8>,
     },
     /// Coordinator → members: every skill is covered.
     GroupFormed {

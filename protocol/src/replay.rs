@@ -33,8 +33,12 @@ pub struct ReplayGuard {
 }
 
 impl Default for ReplayGuard {
+    /// ±30 s skew, 512 sequence numbers per sender (a sender would have to get more
+    /// than 512 newer envelopes to us ahead of an older one for it to be refused), and
+    /// 20,000 senders: at most about 10 M remembered numbers in the worst case, a few
+    /// hundred KiB in practice.
     fn default() -> Self {
-        ReplayGuard::new(DEFAULT_SKEW_MS, 4096, 100_000)
+        ReplayGuard::new(DEFAULT_SKEW_MS, 512, 20_000)
     }
 }
 

@@ -137,3 +137,24 @@ fn only_a_coordinator_may_invite_and_a_second_result_is_refused() {
     assert!(reps[0].record_result(true, b"two", T0 + 3).is_err());
     assert!(reps[0].report_progress(1.5, None, T0).is_err());
 }
+
+#[test]
+fn a_declined_invitation_is_recorded_and_frees_the_slot() {
+    let (mut init, mut reps, _) = group(1, &[("rust", 1)], 1, &[2, 3]);
+    init.invite(agent(2), "rust", 0.9, T0).unwrap();
+    reps[0].apply(init.all_changes());
+    assert!(
+        reps[0].decline("sql", T0 + 1).is_err(),
+        "not invited for that skill"
+    );
+    let no = reps[0].decline("rust", T0 + 1).unwrap();
+    init.apply([no]);
+    let view = init.view().unwrap();
+    assert_eq!(view.member(agent(2)).unwrap().status, MemberStatus::Left);
+    assert!(reps[0].accept("rust", T0 + 2).is_err() || !init.view().unwrap().is_complete());
+    // The standby fills the slot.
+    init.invite(agent(3), "rust", 0.5, T0 + 3).unwrap();
+    reps[1].apply(init.all_changes());
+    init.apply([reps[1].accept("rust", T0 + 4).unwrap()]);
+    assert_eq!(init.view().unwrap().skills[0].selected, vec![agent(3)]);
+}

@@ -37,6 +37,8 @@ pub(crate) struct Membership {
     pub(crate) holds_slot: bool,
     next_heartbeat: Timestamp,
     suspected: BTreeSet<AgentId>,
+    /// A proposal to vote on once this replica holds every result.
+    pub(crate) pending_proposal: Option<(AgentId, crate::consensus::Proposal)>,
 }
 
 impl Membership {
@@ -266,19 +268,27 @@ impl Agent {
             None
         };
         self.offered.remove(&task_id);
-        if let Some(reason) = reason {
-            debug!(task = ?task_id, ?reason, "declining invitation");
-            return self.send(from, Message::GroupReject { task_id, reason });
-        }
-        let accept = match replica.accept(&skill, self.now) {
+        let accept = match reason {
+            None => replica
+                .accept(&skill, self.now)
+                .map_err(|e| RejectReason::Other(e.to_string())),
+            Some(reason) => Err(reason),
+        };
+        let accept = match accept {
             Ok(c) => c,
-            Err(e) => {
-                debug!(error = %e, "cannot accept");
+            Err(reason) => {
+                // Record the refusal in the document too, so the group's history is whole.
+                debug!(task = ?task_id, ?reason, "declining invitation");
+                let changes = replica
+                    .decline(&skill, self.now)
+                    .map(|c| encode_batch(&[c]))
+                    .unwrap_or_default();
                 return self.send(
                     from,
                     Message::GroupReject {
                         task_id,
-                        reason: RejectReason::Other(e.to_string()),
+                        reason,
+                        changes,
                     },
                 );
             }
@@ -304,6 +314,7 @@ impl Agent {
                 holds_slot: true,
                 next_heartbeat: self.now + self.config.heartbeat_interval_ms,
                 suspected: BTreeSet::new(),
+                pending_proposal: None,
             },
         );
     }

@@ -14,6 +14,7 @@
 pub mod coordinator;
 pub mod member;
 pub mod types;
+mod voting;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -200,7 +201,11 @@ impl Agent {
             Message::GroupAccept { task_id, changes } => {
                 self.coord_on_accept(from, task_id, &changes)
             }
-            Message::GroupReject { task_id, reason } => self.coord_on_reject(from, task_id, reason),
+            Message::GroupReject {
+                task_id,
+                reason,
+                changes,
+            } => self.coord_on_reject(from, task_id, reason, &changes),
             Message::GroupFormed { task_id, changes } => {
                 self.member_on_group_message(from, task_id, &changes)
             }
@@ -245,9 +250,8 @@ impl Agent {
                     self.stray(from, "data for a group it is not in");
                 }
             }
-            Message::ConsensusProposal(_) | Message::ConsensusVote(_) => {
-                debug!(peer = %from, "consensus messages are handled by the consensus module's caller");
-            }
+            Message::ConsensusProposal(p) => self.member_on_proposal(from, p),
+            Message::ConsensusVote(v) => self.coord_on_vote(from, v),
         }
     }
 
@@ -379,6 +383,7 @@ impl Agent {
         }
         if self.memberships.contains_key(&task_id) {
             self.member_check_coordinator(task_id);
+            self.member_try_vote(task_id);
         }
     }
 

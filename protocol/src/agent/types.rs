@@ -41,6 +41,8 @@ pub struct TaskSpec {
     pub depends_on: Vec<TaskId>,
     /// Input for the executors.
     pub payload: Vec<u8>,
+    /// Whether two thirds of the members must approve the combined result.
+    pub consensus: bool,
 }
 
 /// A local command.
@@ -208,6 +210,8 @@ pub enum Event {
         outcome: Outcome,
         /// The selected members' results.
         results: Vec<PartResult>,
+        /// For tasks that asked for consensus: the members' signed approval.
+        certificate: Option<crate::consensus::Certificate>,
     },
     /// A group this agent was a member of ended; stop the executor if still running.
     AssignmentEnded {

@@ -94,6 +94,7 @@ fn stray_and_forged_messages_are_ignored_without_a_state_change() {
         Message::GroupReject {
             task_id: task,
             reason: RejectReason::NoCapacity,
+            changes: vec![],
         },
     ] {
         let outs = mesh.feed(

@@ -108,6 +108,10 @@ impl Mesh {
         )
     }
 
+    pub(crate) fn key(&self, id: AgentId) -> Keypair {
+        self.keys[&id].clone()
+    }
+
     pub(crate) fn agent(&self, id: AgentId) -> &Agent {
         &self.agents[&id]
     }
@@ -358,6 +362,7 @@ impl Mesh {
                 task_id,
                 outcome,
                 results,
+                ..
             } if *task_id == task => Some((*a, outcome.clone(), results.clone())),
             _ => None,
         })
@@ -399,5 +404,6 @@ pub(crate) fn spec(skills: &[(&str, Level, u32)]) -> TaskSpec {
         max_group_size: None,
         depends_on: Vec::new(),
         payload: b"payload".to_vec(),
+        consensus: false,
     }
 }

@@ -6,4 +6,5 @@ mod lifecycle;
 mod mesh;
 mod recovery;
 mod scheduling;
+mod voting;
 mod wire;

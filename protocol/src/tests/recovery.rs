@@ -39,8 +39,8 @@ fn a_rejecting_member_is_replaced_by_a_standby() {
         1,
         "the busy agent declines exactly one invitation"
     );
-    let (rejected_by, _) = &rejects[0];
-    let (rejected_task, kept_task) = if *rejected_by == i1 {
+    let (rejected_initiator, _) = &rejects[0];
+    let (rejected_task, kept_task) = if *rejected_initiator == i1 {
         (t1, t2)
     } else {
         (t2, t1)
@@ -52,6 +52,13 @@ fn a_rejecting_member_is_replaced_by_a_standby() {
             ..
         }
     ));
+    // The refusal is recorded in the rejected task's group document.
+    let doc = mesh
+        .agent(*rejected_initiator)
+        .group(&rejected_task)
+        .unwrap();
+    let status = doc.view().unwrap().member(best.key()).unwrap().status;
+    assert_eq!(status, starling_crdt::MemberStatus::Left);
     let (_, outcome, results) = mesh.finished(rejected_task).unwrap();
     assert_eq!(outcome, Outcome::Completed);
     assert_eq!(results[0].member, standby);

@@ -52,6 +52,7 @@ fn message() -> impl Strategy<Value = Message> {
                     depends_on,
                     payload,
                     round: 3,
+                    consensus: t % 2 == 0,
                 })
             }),
         (
@@ -99,7 +100,8 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         (task_id(), ".{0,30}").prop_map(|(task_id, r)| Message::GroupReject {
             task_id,
-            reason: RejectReason::Other(r)
+            reason: RejectReason::Other(r),
+            changes: vec![7; 3],
         }),
         (task_id(), ".{0,30}").prop_map(|(task_id, r)| Message::GroupDissolve {
             task_id,

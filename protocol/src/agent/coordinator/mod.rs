@@ -1,0 +1,324 @@
+//! The coordinator role: for its own tasks (or ones it took over), an agent collects
+//! offers, ranks them, invites the best per skill and keeps the rest as standbys,
+//! records membership in the group document, starts the work, watches the members,
+//! reassigns failed parts and finishes the task.
+//!
+//! Submodules: [`staffing`] (offers, invitations, announcements) and [`progress`]
+//! (starting, watching, reassigning, finishing).
+
+mod progress;
+mod staffing;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use starling_crdt::{GroupDoc, GroupSpec, SkillNeed, TaskStatus};
+use tracing::debug;
+
+use super::{Agent, Event, TaskSpec, Timestamp};
+use crate::{
+    AgentConfig, AgentId, Message, Outcome, ProtocolError, Result, TaskAnnounce, TaskId,
+    message::{MAX_DEPS, MAX_NAME, MAX_PAYLOAD, MAX_TEXT},
+    skill_topic,
+};
+
+/// A selected member's part: skill, member, and (success, output) once recorded.
+pub(in crate::agent) type Part = (String, AgentId, Option<(bool, Vec<u8>)>);
+
+/// A member to send `TaskStart`: skill, member, checkpoint to resume from, and whether
+/// it replaces a failed member.
+pub(in crate::agent) type ToStart = (String, AgentId, Option<Vec<u8>>, bool);
+
+/// An offer kept for ranking and as a standby.
+#[derive(Debug, Clone)]
+pub(in crate::agent) struct Candidate {
+    pub(in crate::agent) agent: AgentId,
+    pub(in crate::agent) score: f64,
+}
+
+#[derive(Debug, Clone)]
+pub(in crate::agent) struct Invitation {
+    pub(in crate::agent) skill: String,
+    pub(in crate::agent) deadline: Timestamp,
+}
+
+/// A task this agent coordinates.
+#[derive(Debug)]
+pub(crate) struct Coordination {
+    pub(in crate::agent) announce: TaskAnnounce,
+    /// While collecting offers: when the window closes at the latest.
+    pub(in crate::agent) collect_until: Option<Timestamp>,
+    /// Offers per skill, best first.
+    pub(in crate::agent) offers: BTreeMap<String, Vec<Candidate>>,
+    /// Agents invited at some point (never invited twice).
+    pub(in crate::agent) tried: BTreeSet<AgentId>,
+    /// Invitations not answered yet.
+    pub(in crate::agent) invited: BTreeMap<AgentId, Invitation>,
+    /// Last sign of life of each watched member.
+    pub(in crate::agent) last_seen: BTreeMap<AgentId, Timestamp>,
+    /// Selected members still working (no result yet): the ones whose silence matters.
+    pub(in crate::agent) watched: BTreeSet<AgentId>,
+    /// Members sent `TaskStart`.
+    pub(in crate::agent) started: BTreeSet<AgentId>,
+    /// Accepted members that were not needed and were released.
+    pub(in crate::agent) released: BTreeSet<AgentId>,
+    pub(in crate::agent) formed: bool,
+    /// Skills that got no usable offer and must be announced again.
+    pub(in crate::agent) needs_announce: BTreeSet<String>,
+    pub(in crate::agent) reannounce_at: Option<Timestamp>,
+    pub(in crate::agent) retries: u32,
+    pub(in crate::agent) next_heartbeat: Timestamp,
+    /// The vote on the results, for tasks that ask for consensus.
+    pub(in crate::agent) ballot: Option<super::voting::Ballot>,
+    /// Proposals made so far (numbers the next one).
+    pub(in crate::agent) proposals: u64,
+    /// After the task finished: how long to keep answering stragglers.
+    pub(in crate::agent) done_until: Option<Timestamp>,
+    pub(in crate::agent) outcome: Option<Outcome>,
+}
+
+impl Coordination {
+    pub(in crate::agent) fn new(
+        announce: TaskAnnounce,
+        now: Timestamp,
+        config: &AgentConfig,
+        collecting: bool,
+    ) -> Self {
+        Coordination {
+            announce,
+            collect_until: collecting.then_some(now + config.offer_window_ms),
+            offers: BTreeMap::new(),
+            tried: BTreeSet::new(),
+            invited: BTreeMap::new(),
+            last_seen: BTreeMap::new(),
+            watched: BTreeSet::new(),
+            started: BTreeSet::new(),
+            released: BTreeSet::new(),
+            formed: false,
+            needs_announce: BTreeSet::new(),
+            reannounce_at: None,
+            retries: 0,
+            next_heartbeat: now + config.heartbeat_interval_ms,
+            ballot: None,
+            proposals: 0,
+            done_until: None,
+            outcome: None,
+        }
+    }
+
+    pub(crate) fn next_deadline(&self, config: &AgentConfig) -> Option<Timestamp> {
+        if let Some(t) = self.done_until {
+            return Some(t);
+        }
+        let silent = self
+            .watched
+            .iter()
+            .filter_map(|m| self.last_seen.get(m))
+            .map(|t| t + config.suspicion_timeout_ms);
+        let heartbeat =
+            (!self.watched.is_empty() || !self.invited.is_empty()).then_some(self.next_heartbeat);
+        [
+            self.collect_until,
+            self.reannounce_at,
+            heartbeat,
+            Some(self.announce.deadline_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.invited.values().map(|i| i.deadline))
+        .chain(silent)
+        .min()
+    }
+
+    pub(crate) fn peer_down(&mut self, peer: AgentId, seen_due: Timestamp, invite_due: Timestamp) {
+        if let Some(t) = self.last_seen.get_mut(&peer) {
+            *t = (*t).min(seen_due);
+        }
+        if let Some(i) = self.invited.get_mut(&peer) {
+            i.deadline = i.deadline.min(invite_due);
+        }
+    }
+
+    pub(in crate::agent) fn is_done(&self) -> bool {
+        self.done_until.is_some()
+    }
+}
+
+impl Agent {
+    /// Validates a spec, then announces the task, waits for its dependencies, or fails
+    /// it at once if a dependency failed.
+    pub(super) fn announce_task(&mut self, spec: TaskSpec) -> Result<TaskId> {
+        let bad = |m: String| Err(ProtocolError::Refused(m));
+        if spec.description.len() > MAX_TEXT {
+            return bad(format!("description longer than {MAX_TEXT} bytes"));
+        }
+        if spec.payload.len() > MAX_PAYLOAD {
+            return bad(format!("payload longer than {MAX_PAYLOAD} bytes"));
+        }
+        if spec.depends_on.len() > MAX_DEPS {
+            return bad(format!("more than {MAX_DEPS} dependencies"));
+        }
+        if spec.required.iter().any(|r| r.name.len() > MAX_NAME) {
+            return bad(format!("skill names are at most {MAX_NAME} bytes"));
+        }
+        let total: u32 = spec.required.iter().map(|r| r.count).sum();
+        let now = self.now;
+        let announce = TaskAnnounce {
+            task_id: TaskId {
+                initiator: self.id,
+                seq: self.task_seq.next(now),
+            },
+            description: spec.description,
+            required: spec.required,
+            priority: spec.priority,
+            created_at_ms: now,
+            deadline_ms: now + spec.deadline_ms.unwrap_or(self.config.default_deadline_ms),
+            max_group_size: spec.max_group_size.unwrap_or(total),
+            depends_on: spec.depends_on,
+            payload: spec.payload,
+            round: 0,
+            consensus: spec.consensus,
+        };
+        announce
+            .validate()
+            .map_err(|e| ProtocolError::Refused(e.to_string()))?;
+        let task_id = announce.task_id;
+        let failed_dep = announce
+            .depends_on
+            .iter()
+            .find(|d| matches!(self.finished.get(d), Some(Outcome::Failed(_))))
+            .copied();
+        if let Some(dep) = failed_dep {
+            let outcome = Outcome::Failed(format!("dependency {dep} failed"));
+            self.emit(Event::TaskFinished {
+                task_id,
+                outcome: outcome.clone(),
+                results: Vec::new(),
+                certificate: None,
+            });
+            self.remember_outcome(task_id, outcome);
+            return Ok(task_id);
+        }
+        let waiting_for: Vec<TaskId> = announce
+            .depends_on
+            .iter()
+            .filter(|d| self.finished.get(d) != Some(&Outcome::Completed))
+            .copied()
+            .collect();
+        if !waiting_for.is_empty() {
+            debug!(task = ?task_id, waiting = waiting_for.len(), "task waits for dependencies");
+            self.waiting.insert(task_id, announce);
+            self.emit(Event::TaskWaiting {
+                task_id,
+                waiting_for,
+            });
+            return Ok(task_id);
+        }
+        self.begin_coordination(announce)?;
+        Ok(task_id)
+    }
+
+    /// Starts waiting tasks whose dependencies are now complete (or fails them).
+    pub(super) fn start_ready_waiting(&mut self) {
+        let ready: Vec<TaskId> = self
+            .waiting
+            .values()
+            .filter(|a| a.depends_on.iter().all(|d| self.finished.contains_key(d)))
+            .map(|a| a.task_id)
+            .collect();
+        for task_id in ready {
+            let Some(announce) = self.waiting.remove(&task_id) else {
+                continue;
+            };
+            let failed = announce
+                .depends_on
+                .iter()
+                .find(|d| self.finished.get(d) != Some(&Outcome::Completed))
+                .copied();
+            if let Some(dep) = failed {
+                let outcome = Outcome::Failed(format!("dependency {dep} failed"));
+                self.emit(Event::TaskFinished {
+                    task_id,
+                    outcome: outcome.clone(),
+                    results: Vec::new(),
+                    certificate: None,
+                });
+                self.remember_outcome(task_id, outcome);
+            } else if let Err(e) = self.begin_coordination(announce) {
+                self.emit(Event::CommandFailed {
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    fn begin_coordination(&mut self, announce: TaskAnnounce) -> Result<()> {
+        let task_id = announce.task_id;
+        let spec = GroupSpec {
+            group_id: task_id.group_id(),
+            initiator: self.id.key(),
+            skills: announce
+                .required
+                .iter()
+                .map(|r| SkillNeed {
+                    name: r.name.clone(),
+                    count: r.count,
+                })
+                .collect(),
+            max_group_size: announce.max_group_size,
+            created_at_ms: announce.created_at_ms,
+        };
+        let (doc, _genesis) = GroupDoc::create(
+            self.keypair.signing_key().clone(),
+            &spec,
+            self.config.crdt_limits.clone(),
+        )?;
+        self.docs.insert(task_id, doc);
+        for r in &announce.required {
+            self.publish(
+                skill_topic(&r.name),
+                Message::TaskAnnounce(announce.clone()),
+            );
+        }
+        debug!(task = ?task_id, skills = announce.required.len(), "announced");
+        self.coordinating.insert(
+            task_id,
+            Coordination::new(announce, self.now, &self.config, true),
+        );
+        self.emit(Event::TaskAnnounced { task_id, round: 0 });
+        Ok(())
+    }
+
+    /// Becomes coordinator of a task this agent is a member of (after a takeover).
+    pub(super) fn resume_coordination(&mut self, task_id: TaskId, announce: TaskAnnounce) {
+        let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) else {
+            return;
+        };
+        let mut c = Coordination::new(announce, self.now, &self.config, false);
+        // Whether the old coordinator's starts arrived is unknown: `coord_progress`
+        // sends `TaskStart` again to every selected member without a result (members
+        // ignore a second start).
+        c.formed = view.status >= TaskStatus::Running || view.is_complete();
+        for (_, m) in view.selected() {
+            let m = AgentId::from(m);
+            let done = view.member(m.key()).is_some_and(|v| v.result.is_some());
+            let own_running = m == self.id
+                && self
+                    .memberships
+                    .get(&task_id)
+                    .is_some_and(|ms| ms.started_at.is_some());
+            if done || own_running {
+                c.started.insert(m);
+            }
+            c.last_seen.insert(m, self.now);
+        }
+        c.tried
+            .extend(view.members.keys().map(|k| AgentId::from(*k)));
+        self.coordinating.insert(task_id, c);
+        self.emit(Event::CoordinatorChanged {
+            task_id,
+            coordinator: self.id,
+        });
+        self.coord_progress(task_id);
+        self.fill_vacancies(task_id);
+    }
+}
