@@ -1,5 +1,31 @@
-//! starling-node: the libp2p swarm and the agent runtime.
+//! starling-node: a Starling agent as a libp2p peer.
 //!
-//! Not built yet. This crate will hold the node actor that drives
-//! `starling_protocol::Agent` over a libp2p swarm (gossipsub, Kademlia,
-//! request-response), persistence, and the `starling` binary.
+//! One actor, one loop ([`node`]): `tokio::select!` over the swarm, a bounded command
+//! channel, executor reports and the protocol's next deadline. The loop moves bytes;
+//! every decision is made by `starling_protocol::Agent`.
+//!
+//! Modules:
+//! - [`config`] — [`NodeConfig`] with documented defaults.
+//! - [`behaviour`] — the one `NetworkBehaviour` (gossipsub, Kademlia, identify, ping,
+//!   request-response, connection limits).
+//! - [`codec`] — length-prefixed direct envelopes over request-response.
+//! - [`swarm`] — transports (TCP, QUIC, memory) under the agent's identity.
+//! - [`node`] — the event loop and [`Handle`].
+//! - [`handler`] — [`TaskHandler`] and [`SyntheticHandler`].
+//! - [`error`] — [`NodeError`].
+
+pub mod behaviour;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod node;
+pub mod swarm;
+
+pub use config::NodeConfig;
+pub use error::{NodeError, Result};
+pub use handler::{PartFuture, PartOutcome, ProgressSink, SyntheticHandler, TaskHandler};
+pub use node::{FinishedTask, Handle, NodeEvent, PeerInfo, spawn};
+
+#[cfg(test)]
+mod tests;

@@ -169,6 +169,17 @@ impl Agent {
         Ok((id, std::mem::take(&mut self.out)))
     }
 
+    /// Seals `message` for `to` with this agent's key and sequence numbers (for
+    /// messages outside a task's flow, e.g. an `Alert` to an operator's agent).
+    pub fn send_message(&mut self, now: Timestamp, to: AgentId, message: Message) -> Vec<Output> {
+        self.now = self.now.max(now);
+        if to == self.id {
+            return self.handle(now, Input::Received { from: to, message });
+        }
+        self.send(to, message);
+        std::mem::take(&mut self.out)
+    }
+
     /// When `handle(_, Input::Tick)` must next be called, if ever.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let c = self

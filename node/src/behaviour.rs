@@ -1,0 +1,193 @@
+//! The node's network behaviour: one struct, every part documented.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, ping, request_response,
+    swarm::NetworkBehaviour,
+};
+use starling_protocol::codec::MAX_MESSAGE_BYTES;
+
+use crate::{NodeConfig, NodeError, Result, codec::DirectCodec};
+
+/// Topic prefix every Starling topic starts with.
+pub const TOPIC_PREFIX: &str = "starling/v1/";
+/// Kademlia protocol name.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/kad/1.0.0");
+
+/// Accepts only `starling/v1/` topics.
+#[derive(Debug, Clone, Default)]
+pub struct PrefixFilter;
+
+impl gossipsub::TopicSubscriptionFilter for PrefixFilter {
+    fn can_subscribe(&mut self, topic_hash: &gossipsub::TopicHash) -> bool {
+        topic_hash.as_str().starts_with(TOPIC_PREFIX)
+    }
+}
+
+/// The gossipsub flavour used: identity topics, prefix filter with a topic cap.
+pub type Gossipsub = gossipsub::Behaviour<
+    gossipsub::IdentityTransform,
+    gossipsub::MaxCountSubscriptionFilter<PrefixFilter>,
+>;
+
+/// What the behaviour reports to the node.
+#[derive(Debug)]
+pub enum StarlingEvent {
+    /// Gossip (messages to validate).
+    Gossipsub(gossipsub::Event),
+    /// Kademlia (inbound records to validate, query results).
+    Kad(kad::Event),
+    /// Identify (peers' listen addresses).
+    Identify(Box<identify::Event>),
+    /// Ping (liveness).
+    Ping(ping::Event),
+    /// Direct envelopes.
+    Direct(request_response::Event<Vec<u8>, u8>),
+}
+
+macro_rules! from_event {
+    ($ty:ty, $variant:ident, $wrap:expr) => {
+        impl From<$ty> for StarlingEvent {
+            fn from(e: $ty) -> Self {
+                StarlingEvent::$variant($wrap(e))
+            }
+        }
+    };
+}
+from_event!(gossipsub::Event, Gossipsub, |e| e);
+from_event!(kad::Event, Kad, |e| e);
+from_event!(identify::Event, Identify, Box::new);
+from_event!(ping::Event, Ping, |e| e);
+from_event!(request_response::Event<Vec<u8>, u8>, Direct, |e| e);
+
+impl From<std::convert::Infallible> for StarlingEvent {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
+/// Everything a Starling node speaks.
+#[derive(NetworkBehaviour)]
+#[behaviour(to_swarm = "StarlingEvent")]
+pub struct StarlingBehaviour {
+    /// Task announcements on `starling/v1/skill/<name>` topics. Messages are anonymous
+    /// at the gossipsub layer (`MessageAuthenticity::Anonymous`): the envelope inside is
+    /// signed, and the node verifies it once and reports Accept/Reject/Ignore, so an
+    /// invalid message is never forwarded and duplicates are dropped before any
+    /// signature check. Message ids are the SHA-256 of the envelope bytes.
+    pub gossipsub: Gossipsub,
+    /// Routing and discovery: agents provide `/starling/skill/<name>` and store their
+    /// signed card under `/starling/agent/<peer id>`. Server mode; inbound records are
+    /// validated by the node before they are stored (`StoreInserts::FilterBoth`).
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Learns peers' listen addresses (fed into Kademlia's routing table).
+    pub identify: identify::Behaviour,
+    /// Liveness; also required by other implementations before they route to us.
+    pub ping: ping::Behaviour,
+    /// Direct envelopes: offers, invitations, acceptances, updates, CRDT sync.
+    pub direct: request_response::Behaviour<DirectCodec>,
+    /// Bounds on connections.
+    pub limits: connection_limits::Behaviour,
+}
+
+/// Gossipsub message id: SHA-256 of the data (stable across implementations and
+/// Rust releases).
+fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    use sha2::{Digest, Sha256};
+    gossipsub::MessageId::from(Sha256::digest(&message.data).to_vec())
+}
+
+impl StarlingBehaviour {
+    /// Builds the behaviour for `key` with the node's settings.
+    pub fn new(key: &identity::Keypair, config: &NodeConfig) -> Result<Self> {
+        let err = |e: String| NodeError::Swarm(e);
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .validation_mode(gossipsub::ValidationMode::Anonymous)
+            .message_id_fn(message_id)
+            .validate_messages()
+            .max_transmit_size(MAX_MESSAGE_BYTES)
+            .heartbeat_interval(config.gossip_heartbeat)
+            .mesh_n(config.mesh_n)
+            .mesh_n_low(config.mesh_n.saturating_sub(1).max(1))
+            .mesh_n_high(config.mesh_n * 2)
+            .mesh_outbound_min(1.min(config.mesh_n / 2))
+            .gossip_lazy(config.mesh_n)
+            .build()
+            .map_err(|e| err(format!("gossipsub config: {e}")))?;
+        let filter = gossipsub::MaxCountSubscriptionFilter {
+            filter: PrefixFilter,
+            max_subscribed_topics: 64,
+            max_subscriptions_per_request: 64,
+        };
+        let mut gossipsub = Gossipsub::new_with_subscription_filter(
+            gossipsub::MessageAuthenticity::Anonymous,
+            gossip_config,
+            filter,
+        )
+        .map_err(|e| err(format!("gossipsub: {e}")))?;
+        gossipsub
+            .with_peer_score(
+                score_params(config),
+                gossipsub::PeerScoreThresholds::default(),
+            )
+            .map_err(|e| err(format!("peer scoring: {e}")))?;
+
+        let peer_id = key.public().to_peer_id();
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .disjoint_query_paths(true)
+            .set_query_timeout(Duration::from_secs(30));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let identify = identify::Behaviour::new(identify::Config::new(
+            "/starling/1.0.0".into(),
+            key.public(),
+        ));
+        let direct = request_response::Behaviour::with_codec(
+            DirectCodec,
+            [(
+                crate::codec::DIRECT_PROTOCOL,
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        );
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.max_connections))
+                .with_max_established_per_peer(Some(2))
+                .with_max_pending_incoming(Some(config.max_connections / 2 + 1)),
+        );
+        Ok(StarlingBehaviour {
+            gossipsub,
+            kad,
+            identify,
+            ping: ping::Behaviour::default(),
+            direct,
+            limits,
+        })
+    }
+}
+
+/// Peer scoring with the skill topics listed, so a rejected message costs its
+/// forwarder on that topic.
+pub fn score_params(config: &NodeConfig) -> gossipsub::PeerScoreParams {
+    let mut params = gossipsub::PeerScoreParams::default();
+    for skill in &config.agent.skills {
+        let topic = gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill.name));
+        params.topics.insert(topic.hash(), skill_topic_params());
+    }
+    params
+}
+
+/// Score parameters of one skill topic: rejected messages weigh heavily.
+pub fn skill_topic_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..gossipsub::TopicScoreParams::default()
+    }
+}

@@ -1,0 +1,760 @@
+//! The node actor: one task, one loop, bounded channels. It verifies every inbound
+//! envelope once (signature, audience, freshness, replay), feeds the protocol, and
+//! carries out the protocol's outputs on the swarm.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify,
+    kad::{self, store::RecordStore},
+    request_response::{self, OutboundRequestId},
+    swarm::SwarmEvent,
+};
+use starling_protocol::{
+    Agent, AgentId, Audience, Command, Event, Input, Message, Outcome, Output, PartResult,
+    ReplayGuard, SignedCard, SignedEnvelope, TaskId, TaskSpec, consensus::Certificate,
+};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
+use tracing::{Instrument, debug, info, trace, warn};
+
+use crate::{
+    NodeConfig, NodeError, Result,
+    behaviour::{StarlingBehaviour, StarlingEvent},
+    handler::{ExecutorReport, ProgressSink, TaskHandler},
+    swarm::{self, agent_of, peer_id_of},
+};
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How a task this node coordinated ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedTask {
+    /// The task.
+    pub task_id: TaskId,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The members' results.
+    pub results: Vec<PartResult>,
+    /// The validators' certificate, for consensus tasks.
+    pub certificate: Option<Certificate>,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its agent id.
+    pub id: AgentId,
+    /// The addresses we are connected on.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// What a node reports to its subscribers.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// A protocol event.
+    Agent(Event),
+    /// Connected to a peer.
+    PeerConnected(AgentId),
+    /// Lost the last connection to a peer.
+    PeerDisconnected(AgentId),
+    /// An inbound message was refused (bad signature, wrong audience, replay, …).
+    Refused {
+        /// The peer it came from (the forwarder, for gossip).
+        peer: Option<AgentId>,
+        /// Why.
+        reason: String,
+    },
+}
+
+type AnnounceReply = oneshot::Sender<Result<(TaskId, oneshot::Receiver<FinishedTask>)>>;
+
+enum NodeCommand {
+    Announce {
+        spec: TaskSpec,
+        reply: AnnounceReply,
+    },
+    Send {
+        to: AgentId,
+        message: Message,
+        reply: oneshot::Sender<()>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Talks to a running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<NodeCommand>,
+    events: broadcast::Sender<NodeEvent>,
+    id: AgentId,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+impl Handle {
+    /// This node's agent id.
+    pub fn id(&self) -> AgentId {
+        self.id
+    }
+
+    /// The addresses the node listens on (with `/p2p/<id>` appended).
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Subscribes to the node's events.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> NodeCommand) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Announces a task; returns its id and a receiver that resolves when the task
+    /// finishes (if this node still coordinates it then).
+    pub async fn announce(
+        &self,
+        spec: TaskSpec,
+    ) -> Result<(TaskId, oneshot::Receiver<FinishedTask>)> {
+        self.call(|reply| NodeCommand::Announce { spec, reply })
+            .await?
+    }
+
+    /// Sends a message directly to an agent, sealed by this node's agent.
+    pub async fn send(&self, to: AgentId, message: Message) -> Result<()> {
+        self.call(|reply| NodeCommand::Send { to, message, reply })
+            .await
+    }
+
+    /// Dials a peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.call(|reply| NodeCommand::Dial { addr, reply }).await?
+    }
+
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        self.call(|reply| NodeCommand::Peers { reply }).await
+    }
+
+    /// Leaves every group, then stops the node.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.call(|reply| NodeCommand::Shutdown { reply }).await
+    }
+}
+
+/// Starts a node: builds the swarm, listens, dials the bootstrap peers and runs the
+/// actor on the current tokio runtime. Returns once every listen address is bound.
+pub async fn spawn(
+    config: NodeConfig,
+    handler: Arc<dyn TaskHandler>,
+) -> Result<(Handle, JoinHandle<()>)> {
+    config.validate()?;
+    let mut swarm = swarm::build(&config)?;
+    let me = config.keypair.id();
+    let span = tracing::info_span!("node", id = %me.short());
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut listen_addrs = Vec::new();
+    while listen_addrs.len() < config.listen.len() {
+        match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr { address, .. }) => {
+                listen_addrs
+                    .push(address.with(libp2p::multiaddr::Protocol::P2p(*swarm.local_peer_id())));
+            }
+            Ok(SwarmEvent::ListenerError { error, .. })
+            | Ok(SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            }) => {
+                return Err(NodeError::Listen {
+                    addr: format!("{:?}", config.listen),
+                    reason: error.to_string(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(NodeError::Listen {
+                    addr: format!("{:?}", config.listen),
+                    reason: "timed out".into(),
+                });
+            }
+        }
+    }
+    for skill in &config.agent.skills {
+        let topic = gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill.name));
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NodeError::Swarm(e.to_string()))?;
+    }
+    for addr in &config.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, error = %e, "bootstrap peer unreachable; carrying on");
+        }
+    }
+    let (tx, rx) = mpsc::channel(config.command_queue);
+    let (events, _) = broadcast::channel(config.event_queue);
+    let (exec_tx, exec_rx) = mpsc::channel(1024);
+    let agent = Agent::new(
+        config.agent.clone(),
+        config.keypair.clone(),
+        config.rng_seed,
+    );
+    let replay = ReplayGuard::new(config.replay_skew_ms, 512, 20_000);
+    let actor = NodeActor {
+        swarm,
+        agent,
+        me,
+        replay,
+        events: events.clone(),
+        handler,
+        exec_tx,
+        executors: BTreeMap::new(),
+        waiters: BTreeMap::new(),
+        sends: BTreeMap::new(),
+        retries: Vec::new(),
+        config,
+    };
+    let join = tokio::spawn(actor.run(rx, exec_rx).instrument(span));
+    Ok((
+        Handle {
+            tx,
+            events,
+            id: me,
+            listen_addrs,
+        },
+        join,
+    ))
+}
+
+struct PendingSend {
+    to: AgentId,
+    bytes: Vec<u8>,
+    attempt: u32,
+}
+
+struct NodeActor {
+    swarm: Swarm<StarlingBehaviour>,
+    agent: Agent,
+    me: AgentId,
+    replay: ReplayGuard,
+    events: broadcast::Sender<NodeEvent>,
+    handler: Arc<dyn TaskHandler>,
+    exec_tx: mpsc::Sender<ExecutorReport>,
+    executors: BTreeMap<TaskId, JoinHandle<()>>,
+    waiters: BTreeMap<TaskId, Vec<oneshot::Sender<FinishedTask>>>,
+    sends: BTreeMap<OutboundRequestId, PendingSend>,
+    retries: Vec<(Instant, PendingSend)>,
+    config: NodeConfig,
+}
+
+impl NodeActor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<NodeCommand>,
+        mut reports: mpsc::Receiver<ExecutorReport>,
+    ) {
+        info!(peer = %self.me, "node started");
+        let mut discovery = tokio::time::interval(self.config.discovery_interval);
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                cmd = commands.recv() => match cmd {
+                    Some(NodeCommand::Shutdown { reply }) => {
+                        self.feed(Input::Command(Command::Leave));
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+                Some(report) = reports.recv() => self.on_report(report),
+                _ = tokio::time::sleep_until(wake) => self.on_wake(),
+                _ = discovery.tick() => self.discover(),
+            }
+        }
+        for (_, job) in std::mem::take(&mut self.executors) {
+            job.abort();
+        }
+        info!("node stopped");
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = now_ms();
+        let agent = self
+            .agent
+            .next_deadline()
+            .map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now)));
+        let retry = self.retries.iter().map(|(t, _)| *t).min();
+        [agent, retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    fn on_wake(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retries)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.retries = later;
+        for (_, send) in due {
+            self.send_direct(send);
+        }
+        if self.agent.next_deadline().is_some_and(|d| d <= now_ms()) {
+            self.feed(Input::Tick);
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        let outputs = self.agent.handle(now_ms(), input);
+        self.carry(outputs);
+    }
+
+    fn carry(&mut self, outputs: Vec<Output>) {
+        for out in outputs {
+            match out {
+                Output::Publish {
+                    topic,
+                    envelope,
+                    kind,
+                } => {
+                    let t = gossipsub::IdentTopic::new(topic.clone());
+                    match self
+                        .swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(t, envelope.into_bytes())
+                    {
+                        Ok(_) => trace!(%topic, kind, "published"),
+                        Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                            debug!(%topic, "no subscribers known yet; looking for providers");
+                            if let Some(skill) = topic.strip_prefix("starling/v1/skill/") {
+                                self.find_providers(skill);
+                            }
+                        }
+                        Err(e) => warn!(%topic, error = %e, "publish failed"),
+                    }
+                }
+                Output::Send { to, envelope, .. } => self.send_direct(PendingSend {
+                    to,
+                    bytes: envelope.into_bytes(),
+                    attempt: 0,
+                }),
+                Output::Emit(event) => self.on_agent_event(event),
+            }
+        }
+    }
+
+    fn send_direct(&mut self, send: PendingSend) {
+        let Ok(peer) = peer_id_of(&send.to) else {
+            return;
+        };
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_request(&peer, send.bytes.clone());
+        self.sends.insert(id, send);
+    }
+
+    fn on_agent_event(&mut self, event: Event) {
+        match &event {
+            Event::TaskAssigned(a) => {
+                let sink = ProgressSink::new(a.task_id, self.exec_tx.clone());
+                let work = self.handler.run(a.clone(), sink);
+                let tx = self.exec_tx.clone();
+                let task_id = a.task_id;
+                let job = tokio::spawn(async move {
+                    let result = work.await;
+                    let _ = tx.send(ExecutorReport::Done { task_id, result }).await;
+                });
+                if let Some(old) = self.executors.insert(task_id, job) {
+                    old.abort();
+                }
+            }
+            Event::AssignmentEnded { task_id, .. } => {
+                if let Some(job) = self.executors.remove(task_id) {
+                    job.abort();
+                }
+            }
+            Event::TaskFinished {
+                task_id,
+                outcome,
+                results,
+                certificate,
+            } => {
+                let done = FinishedTask {
+                    task_id: *task_id,
+                    outcome: outcome.clone(),
+                    results: results.clone(),
+                    certificate: certificate.clone(),
+                };
+                for w in self.waiters.remove(task_id).unwrap_or_default() {
+                    let _ = w.send(done.clone());
+                }
+            }
+            _ => {}
+        }
+        let _ = self.events.send(NodeEvent::Agent(event));
+    }
+
+    fn on_report(&mut self, report: ExecutorReport) {
+        let cmd = match report {
+            ExecutorReport::Progress {
+                task_id,
+                progress,
+                checkpoint,
+            } => Command::Progress {
+                task_id,
+                progress,
+                checkpoint,
+            },
+            ExecutorReport::Done { task_id, result } => {
+                self.executors.remove(&task_id);
+                Command::Complete {
+                    task_id,
+                    success: result.success,
+                    result: result.output,
+                }
+            }
+        };
+        self.feed(Input::Command(cmd));
+    }
+
+    fn on_command(&mut self, cmd: NodeCommand) {
+        match cmd {
+            NodeCommand::Announce { spec, reply } => match self.agent.announce(now_ms(), spec) {
+                Ok((task_id, outputs)) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.waiters.entry(task_id).or_default().push(tx);
+                    let _ = reply.send(Ok((task_id, rx)));
+                    self.carry(outputs);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            NodeCommand::Send { to, message, reply } => {
+                let outputs = self.agent.send_message(now_ms(), to, message);
+                self.carry(outputs);
+                let _ = reply.send(());
+            }
+            NodeCommand::Dial { addr, reply } => {
+                let r = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| NodeError::Listen {
+                        addr: addr.to_string(),
+                        reason: e.to_string(),
+                    });
+                let _ = reply.send(r);
+            }
+            NodeCommand::Peers { reply } => {
+                let peers = self
+                    .swarm
+                    .connected_peers()
+                    .filter_map(agent_of)
+                    .map(|id| PeerInfo {
+                        id,
+                        addrs: Vec::new(),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            NodeCommand::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn refuse(&mut self, peer: Option<AgentId>, reason: String) {
+        warn!(peer = ?peer, %reason, "refused inbound message");
+        let _ = self.events.send(NodeEvent::Refused { peer, reason });
+    }
+
+    /// Verifies a gossip message once and tells gossipsub whether to forward it.
+    fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let verdict = match SignedEnvelope::open(&message.data) {
+            Err(e) => Err((gossipsub::MessageAcceptance::Reject, e.to_string())),
+            Ok(env) => {
+                let topic = Audience::Topic(message.topic.as_str().to_string());
+                if let Err(e) = env.check_audience(&topic) {
+                    Err((gossipsub::MessageAcceptance::Reject, e.to_string()))
+                } else if let Err(e) =
+                    self.replay
+                        .check(env.sender, env.seq, env.sent_at_ms, now_ms())
+                {
+                    Err((gossipsub::MessageAcceptance::Ignore, e.to_string()))
+                } else if !matches!(
+                    env.message,
+                    Message::TaskAnnounce(_) | Message::Alert { .. }
+                ) {
+                    Err((
+                        gossipsub::MessageAcceptance::Reject,
+                        format!("{} is not a broadcast message", env.message.kind()),
+                    ))
+                } else {
+                    Ok(env)
+                }
+            }
+        };
+        match verdict {
+            Ok(env) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &id,
+                        &source,
+                        gossipsub::MessageAcceptance::Accept,
+                    );
+                self.feed(Input::Received {
+                    from: env.sender,
+                    message: env.message,
+                });
+            }
+            Err((acceptance, reason)) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, acceptance);
+                self.refuse(agent_of(&source), reason);
+            }
+        }
+    }
+
+    /// Verifies a direct envelope: signature, addressed to us, sent by the peer that
+    /// delivered it, fresh and new.
+    fn on_direct(&mut self, peer: PeerId, bytes: Vec<u8>) {
+        let from = agent_of(&peer);
+        let env = match SignedEnvelope::open(&bytes) {
+            Ok(env) => env,
+            Err(e) => return self.refuse(from, e.to_string()),
+        };
+        if let Err(e) = env.check_audience(&Audience::Agent(self.me)) {
+            return self.refuse(from, e.to_string());
+        }
+        if Some(env.sender) != from {
+            return self.refuse(
+                from,
+                format!("envelope from {} delivered by another peer", env.sender),
+            );
+        }
+        if let Err(e) = self
+            .replay
+            .check(env.sender, env.seq, env.sent_at_ms, now_ms())
+        {
+            return self.refuse(from, e.to_string());
+        }
+        self.feed(Input::Received {
+            from: env.sender,
+            message: env.message,
+        });
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<StarlingEvent>) {
+        match event {
+            SwarmEvent::Behaviour(StarlingEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(StarlingEvent::Direct(event)) => self.on_direct_event(event),
+            SwarmEvent::Behaviour(StarlingEvent::Identify(event)) => {
+                if let identify::Event::Received { peer_id, info, .. } = *event {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(StarlingEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1
+                    && let Some(a) = agent_of(&peer_id)
+                {
+                    debug!(peer = %a, "connected");
+                    let _ = self.events.send(NodeEvent::PeerConnected(a));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if let Some(a) = agent_of(&peer_id) {
+                    debug!(peer = %a, "disconnected");
+                    self.feed(Input::PeerDown(a));
+                    let _ = self.events.send(NodeEvent::PeerDisconnected(a));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_direct_event(&mut self, event: request_response::Event<Vec<u8>, u8>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
+                    self.on_direct(peer, request);
+                }
+                request_response::Message::Response { request_id, .. } => {
+                    self.sends.remove(&request_id);
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                let Some(mut send) = self.sends.remove(&request_id) else {
+                    return;
+                };
+                if send.attempt < self.config.send_retries {
+                    send.attempt += 1;
+                    let backoff = Duration::from_millis(250 * u64::from(send.attempt));
+                    debug!(%peer, %error, attempt = send.attempt, "direct send failed; retrying");
+                    self.retries.push((Instant::now() + backoff, send));
+                } else {
+                    debug!(%peer, %error, "direct send failed; giving up (the protocol recovers)");
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound direct message failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request } => match request {
+                kad::InboundRequest::PutRecord {
+                    source,
+                    record: Some(record),
+                    ..
+                } => {
+                    let key = String::from_utf8_lossy(record.key.as_ref()).to_string();
+                    let expected = agent_of(&source);
+                    match SignedCard::verify(&record.value, expected.as_ref()) {
+                        Ok(card) if key == SignedCard::dht_key(&card.id) => {
+                            if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                                debug!(error = %e, "cannot store card");
+                            }
+                        }
+                        Ok(_) => {
+                            self.refuse(expected, format!("card stored under the wrong key {key}"))
+                        }
+                        Err(e) => self.refuse(expected, format!("invalid card: {e}")),
+                    }
+                }
+                kad::InboundRequest::AddProvider {
+                    record: Some(provider),
+                } => {
+                    if provider.key.as_ref().starts_with(b"/starling/skill/") {
+                        if let Err(e) = self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .store_mut()
+                            .add_provider(provider)
+                        {
+                            debug!(error = %e, "cannot store provider record");
+                        }
+                    } else {
+                        self.refuse(
+                            agent_of(&provider.provider),
+                            "provider record outside /starling/skill/".into(),
+                        );
+                    }
+                }
+                _ => {}
+            },
+            kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            } => self.connect_to(providers),
+            _ => {}
+        }
+    }
+
+    /// Dials providers we are not connected to, so their skill topics have a mesh.
+    fn connect_to(&mut self, providers: HashSet<PeerId>) {
+        let me = *self.swarm.local_peer_id();
+        for p in providers {
+            if p != me && !self.swarm.is_connected(&p) {
+                let _ = self.swarm.dial(p);
+            }
+        }
+    }
+
+    fn find_providers(&mut self, skill: &str) {
+        let key = kad::RecordKey::new(&format!("/starling/skill/{skill}"));
+        self.swarm.behaviour_mut().kad.get_providers(key);
+    }
+
+    /// Provides this agent's skills and looks for other providers of them.
+    fn discover(&mut self) {
+        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
+        for skill in skills {
+            let key = kad::RecordKey::new(&format!("/starling/skill/{skill}"));
+            if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                debug!(error = %e, "cannot provide");
+            }
+            self.find_providers(&skill);
+        }
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+    }
+}

@@ -1,0 +1,65 @@
+//! A task forms a group across five nodes and completes with the synthetic handler.
+
+use starling_protocol::{Level, Outcome, Priority, SkillRequirement, TaskSpec};
+
+use super::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_forms_a_group_across_five_nodes_and_completes() {
+    let hub = start(10, &[], &[]).await;
+    let boot = vec![hub.listen_addrs()[0].clone()];
+    let workers = [
+        start(11, &[("parse", Level::Expert)], &boot).await,
+        start(12, &[("parse", Level::Novice)], &boot).await,
+        start(13, &[("index", Level::Advanced)], &boot).await,
+        start(14, &[("index", Level::Intermediate)], &boot).await,
+    ];
+    let spec = TaskSpec {
+        description: "parse and index".into(),
+        required: vec![
+            SkillRequirement {
+                name: "parse".into(),
+                min_level: Level::Novice,
+                count: 1,
+            },
+            SkillRequirement {
+                name: "index".into(),
+                min_level: Level::Novice,
+                count: 1,
+            },
+        ],
+        priority: Priority::Normal,
+        deadline_ms: Some(60_000),
+        max_group_size: None,
+        depends_on: Vec::new(),
+        payload: b"doc".to_vec(),
+        consensus: false,
+    };
+    let (task_id, done) = hub.announce(spec).await.unwrap();
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(60), done)
+        .await
+        .expect("the task finished in time")
+        .expect("the node reported it");
+    assert_eq!(finished.task_id, task_id);
+    assert_eq!(finished.outcome, Outcome::Completed);
+    let mut members: Vec<_> = finished
+        .results
+        .iter()
+        .map(|r| (r.skill.clone(), r.member))
+        .collect();
+    members.sort();
+    // The best offer per skill was chosen.
+    assert_eq!(
+        members,
+        vec![
+            ("index".to_string(), workers[2].id()),
+            ("parse".to_string(), workers[0].id())
+        ]
+    );
+    assert!(
+        finished
+            .results
+            .iter()
+            .all(|r| r.success && r.output.ends_with(b"done"))
+    );
+}

@@ -1,0 +1,7 @@
+//! In-process swarms on the memory transport.
+
+mod support;
+
+mod direct;
+mod gossip;
+mod group;
