@@ -298,6 +298,7 @@ impl NodeActor {
                 cmd = commands.recv() => match cmd {
                     Some(NodeCommand::Shutdown { reply }) => {
                         self.feed(Input::Command(Command::Leave));
+                        self.flush(Duration::from_secs(3)).await;
                         let _ = reply.send(());
                         break;
                     }
@@ -313,6 +314,30 @@ impl NodeActor {
             job.abort();
         }
         info!("node stopped");
+    }
+
+    /// Keeps the swarm running until every direct message sent so far is
+    /// acknowledged or has failed (or `limit` passes), so a leaving node's last words
+    /// reach its peers.
+    async fn flush(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.sends.is_empty() && Instant::now() < deadline {
+            tokio::select! {
+                event = self.swarm.select_next_some() => {
+                    if let SwarmEvent::Behaviour(StarlingEvent::Direct(
+                        request_response::Event::Message {
+                            message: request_response::Message::Response { request_id, .. },
+                            ..
+                        }
+                        | request_response::Event::OutboundFailure { request_id, .. },
+                    )) = event
+                    {
+                        self.sends.remove(&request_id);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
     }
 
     fn next_wake(&self) -> Instant {

@@ -5,3 +5,4 @@ mod support;
 mod direct;
 mod gossip;
 mod group;
+mod leave;

@@ -391,6 +391,8 @@ impl Agent {
     fn after_doc_change(&mut self, task_id: TaskId) {
         if self.coordinating.contains_key(&task_id) {
             self.coord_progress(task_id);
+            // A member may have left: its slot goes to a standby.
+            self.fill_vacancies(task_id);
         }
         if self.memberships.contains_key(&task_id) {
             self.member_check_coordinator(task_id);
