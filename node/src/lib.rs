@@ -12,6 +12,7 @@
 //! - [`swarm`] — transports (TCP, QUIC, memory) under the agent's identity.
 //! - [`node`] — the event loop and [`Handle`].
 //! - [`handler`] — [`TaskHandler`] and [`SyntheticHandler`].
+//! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
 //! - [`error`] — [`NodeError`].
 
 pub mod behaviour;
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 pub mod node;
 pub mod swarm;
 

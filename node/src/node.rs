@@ -30,6 +30,7 @@ use crate::{
     NodeConfig, NodeError, Result,
     behaviour::{StarlingBehaviour, StarlingEvent},
     handler::{ExecutorReport, ProgressSink, TaskHandler},
+    metrics::{Metrics, encode_text, refusal_reason},
     swarm::{self, agent_of, peer_id_of},
 };
 
@@ -112,9 +113,15 @@ pub struct Handle {
     events: broadcast::Sender<NodeEvent>,
     id: AgentId,
     listen_addrs: Vec<Multiaddr>,
+    registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
 }
 
 impl Handle {
+    /// The node's metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        encode_text(&self.registry)
+    }
+
     /// This node's agent id.
     pub fn id(&self) -> AgentId {
         self.id
@@ -178,7 +185,9 @@ pub async fn spawn(
     handler: Arc<dyn TaskHandler>,
 ) -> Result<(Handle, JoinHandle<()>)> {
     config.validate()?;
-    let mut swarm = swarm::build(&config)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut swarm = swarm::build(&config, &mut registry)?;
+    let metrics = Metrics::new(registry);
     let me = config.keypair.id();
     let span = tracing::info_span!("node", id = %me.short());
     for addr in &config.listen {
@@ -248,18 +257,20 @@ pub async fn spawn(
         waiters: BTreeMap::new(),
         sends: BTreeMap::new(),
         retries: Vec::new(),
+        registry: metrics.registry(),
+        metrics,
         config,
     };
+    let registry = actor.registry.clone();
     let join = tokio::spawn(actor.run(rx, exec_rx).instrument(span));
-    Ok((
-        Handle {
-            tx,
-            events,
-            id: me,
-            listen_addrs,
-        },
-        join,
-    ))
+    let handle = Handle {
+        tx,
+        events,
+        id: me,
+        listen_addrs,
+        registry,
+    };
+    Ok((handle, join))
 }
 
 struct PendingSend {
@@ -280,6 +291,8 @@ struct NodeActor {
     waiters: BTreeMap<TaskId, Vec<oneshot::Sender<FinishedTask>>>,
     sends: BTreeMap<OutboundRequestId, PendingSend>,
     retries: Vec<(Instant, PendingSend)>,
+    metrics: Metrics,
+    registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     config: NodeConfig,
 }
 
@@ -381,6 +394,7 @@ impl NodeActor {
                     envelope,
                     kind,
                 } => {
+                    self.metrics.message_out(kind);
                     let t = gossipsub::IdentTopic::new(topic.clone());
                     match self
                         .swarm
@@ -398,11 +412,14 @@ impl NodeActor {
                         Err(e) => warn!(%topic, error = %e, "publish failed"),
                     }
                 }
-                Output::Send { to, envelope, .. } => self.send_direct(PendingSend {
-                    to,
-                    bytes: envelope.into_bytes(),
-                    attempt: 0,
-                }),
+                Output::Send { to, envelope, kind } => {
+                    self.metrics.message_out(kind);
+                    self.send_direct(PendingSend {
+                        to,
+                        bytes: envelope.into_bytes(),
+                        attempt: 0,
+                    });
+                }
                 Output::Emit(event) => self.on_agent_event(event),
             }
         }
@@ -421,6 +438,7 @@ impl NodeActor {
     }
 
     fn on_agent_event(&mut self, event: Event) {
+        self.metrics.agent_event(&event);
         match &event {
             Event::TaskAssigned(a) => {
                 let sink = ProgressSink::new(a.task_id, self.exec_tx.clone());
@@ -530,58 +548,53 @@ impl NodeActor {
         }
     }
 
-    fn refuse(&mut self, peer: Option<AgentId>, reason: String) {
+    fn refuse(&mut self, peer: Option<AgentId>, label: &'static str, reason: String) {
         warn!(peer = ?peer, %reason, "refused inbound message");
+        self.metrics.refused(label);
         let _ = self.events.send(NodeEvent::Refused { peer, reason });
     }
 
-    /// Verifies a gossip message once and tells gossipsub whether to forward it.
+    /// Verifies a gossip message once and tells gossipsub whether to forward it:
+    /// Reject (costs the forwarder score) for forgeries and garbage, Ignore for stale
+    /// or replayed envelopes, Accept for the rest.
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        let verdict = match SignedEnvelope::open(&message.data) {
-            Err(e) => Err((gossipsub::MessageAcceptance::Reject, e.to_string())),
-            Ok(env) => {
-                let topic = Audience::Topic(message.topic.as_str().to_string());
-                if let Err(e) = env.check_audience(&topic) {
-                    Err((gossipsub::MessageAcceptance::Reject, e.to_string()))
-                } else if let Err(e) =
-                    self.replay
-                        .check(env.sender, env.seq, env.sent_at_ms, now_ms())
-                {
-                    Err((gossipsub::MessageAcceptance::Ignore, e.to_string()))
-                } else if !matches!(
-                    env.message,
-                    Message::TaskAnnounce(_) | Message::Alert { .. }
-                ) {
-                    Err((
-                        gossipsub::MessageAcceptance::Reject,
-                        format!("{} is not a broadcast message", env.message.kind()),
-                    ))
-                } else {
-                    Ok(env)
-                }
-            }
-        };
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let topic = Audience::Topic(message.topic.as_str().to_string());
+        let verdict = SignedEnvelope::open(&message.data)
+            .and_then(|env| env.check_audience(&topic).map(|()| env))
+            .map_err(|e| (Reject, refusal_reason(&e), e.to_string()))
+            .and_then(|env| {
+                self.replay
+                    .check(env.sender, env.seq, env.sent_at_ms, now_ms())
+                    .map(|()| env)
+                    .map_err(|e| (Ignore, refusal_reason(&e), e.to_string()))
+            })
+            .and_then(|env| match env.message {
+                Message::TaskAnnounce(_) | Message::Alert { .. } => Ok(env),
+                ref m => Err((
+                    Reject,
+                    "not_broadcast",
+                    format!("{} is not a broadcast message", m.kind()),
+                )),
+            });
         match verdict {
             Ok(env) => {
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
-                    .report_message_validation_result(
-                        &id,
-                        &source,
-                        gossipsub::MessageAcceptance::Accept,
-                    );
+                    .report_message_validation_result(&id, &source, Accept);
+                self.metrics.message_in(env.message.kind());
                 self.feed(Input::Received {
                     from: env.sender,
                     message: env.message,
                 });
             }
-            Err((acceptance, reason)) => {
+            Err((acceptance, label, reason)) => {
                 self.swarm
                     .behaviour_mut()
                     .gossipsub
                     .report_message_validation_result(&id, &source, acceptance);
-                self.refuse(agent_of(&source), reason);
+                self.refuse(agent_of(&source), label, reason);
             }
         }
     }
@@ -590,25 +603,24 @@ impl NodeActor {
     /// delivered it, fresh and new.
     fn on_direct(&mut self, peer: PeerId, bytes: Vec<u8>) {
         let from = agent_of(&peer);
-        let env = match SignedEnvelope::open(&bytes) {
+        let me = Audience::Agent(self.me);
+        let env = match SignedEnvelope::open(&bytes)
+            .and_then(|env| env.check_audience(&me).map(|()| env))
+        {
             Ok(env) => env,
-            Err(e) => return self.refuse(from, e.to_string()),
+            Err(e) => return self.refuse(from, refusal_reason(&e), e.to_string()),
         };
-        if let Err(e) = env.check_audience(&Audience::Agent(self.me)) {
-            return self.refuse(from, e.to_string());
-        }
         if Some(env.sender) != from {
-            return self.refuse(
-                from,
-                format!("envelope from {} delivered by another peer", env.sender),
-            );
+            let reason = format!("envelope from {} delivered by another peer", env.sender);
+            return self.refuse(from, "wrong_sender", reason);
         }
         if let Err(e) = self
             .replay
             .check(env.sender, env.seq, env.sent_at_ms, now_ms())
         {
-            return self.refuse(from, e.to_string());
+            return self.refuse(from, refusal_reason(&e), e.to_string());
         }
+        self.metrics.message_in(env.message.kind());
         self.feed(Input::Received {
             from: env.sender,
             message: env.message,
@@ -616,6 +628,17 @@ impl NodeActor {
     }
 
     fn on_swarm(&mut self, event: SwarmEvent<StarlingEvent>) {
+        use libp2p::metrics::Recorder;
+        self.metrics.libp2p.record(&event);
+        if let SwarmEvent::Behaviour(e) = &event {
+            match e {
+                StarlingEvent::Gossipsub(e) => self.metrics.libp2p.record(e),
+                StarlingEvent::Kad(e) => self.metrics.libp2p.record(e),
+                StarlingEvent::Identify(e) => self.metrics.libp2p.record(e.as_ref()),
+                StarlingEvent::Ping(e) => self.metrics.libp2p.record(e),
+                StarlingEvent::Direct(_) => {}
+            }
+        }
         match event {
             SwarmEvent::Behaviour(StarlingEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -715,10 +738,14 @@ impl NodeActor {
                                 debug!(error = %e, "cannot store card");
                             }
                         }
-                        Ok(_) => {
-                            self.refuse(expected, format!("card stored under the wrong key {key}"))
+                        Ok(_) => self.refuse(
+                            expected,
+                            "invalid_record",
+                            format!("card stored under the wrong key {key}"),
+                        ),
+                        Err(e) => {
+                            self.refuse(expected, "invalid_record", format!("invalid card: {e}"))
                         }
-                        Err(e) => self.refuse(expected, format!("invalid card: {e}")),
                     }
                 }
                 kad::InboundRequest::AddProvider {
@@ -735,10 +762,8 @@ impl NodeActor {
                             debug!(error = %e, "cannot store provider record");
                         }
                     } else {
-                        self.refuse(
-                            agent_of(&provider.provider),
-                            "provider record outside /starling/skill/".into(),
-                        );
+                        let reason = "provider record outside /starling/skill/".to_string();
+                        self.refuse(agent_of(&provider.provider), "invalid_record", reason);
                     }
                 }
                 _ => {}

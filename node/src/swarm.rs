@@ -30,7 +30,11 @@ pub fn agent_of(peer: &PeerId) -> Option<AgentId> {
 }
 
 /// Builds the swarm and checks that libp2p and the protocol name the agent alike.
-pub fn build(config: &NodeConfig) -> Result<Swarm<StarlingBehaviour>> {
+/// Bandwidth metrics are registered in `registry`.
+pub fn build(
+    config: &NodeConfig,
+    registry: &mut libp2p::metrics::Registry,
+) -> Result<Swarm<StarlingBehaviour>> {
     let key = libp2p_keypair(config)?;
     let peer = key.public().to_peer_id().to_string();
     let agent = config.keypair.id().to_string();
@@ -57,6 +61,7 @@ pub fn build(config: &NodeConfig) -> Result<Swarm<StarlingBehaviour>> {
             },
         )
         .map_err(|e| NodeError::Swarm(format!("memory transport: {e}")))?
+        .with_bandwidth_metrics(registry)
         .with_behaviour(|_| behaviour)
         .map_err(|e: std::convert::Infallible| -> NodeError { match e {} })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))

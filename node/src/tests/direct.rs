@@ -8,9 +8,10 @@ use crate::NodeEvent;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_exchange_a_signed_direct_message() {
     let a = start(1, &[], &[]).await;
+    // Subscribe before b exists, so a's "connected" event cannot be missed.
+    let mut a_events = a.events();
     let b = start(2, &[], &[a.listen_addrs()[0].clone()]).await;
     let mut events = b.events();
-    let mut a_events = a.events();
     // Wait until connected, then send.
     wait_for(
         &mut a_events,

@@ -21,7 +21,7 @@ async fn a_forged_gossip_message_is_rejected_and_not_forwarded() {
     let raw_key = Keypair::from_secret_bytes([23; 32]);
     let mut raw_cfg = config(23, &[("x", Level::Expert)], &[]);
     raw_cfg.keypair = raw_key.clone();
-    let mut raw = swarm::build(&raw_cfg).unwrap();
+    let mut raw = swarm::build(&raw_cfg, &mut Default::default()).unwrap();
     let topic = gossipsub::IdentTopic::new(skill_topic("x"));
     raw.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     raw.dial(b.listen_addrs()[0].clone()).unwrap();
@@ -111,5 +111,10 @@ async fn a_forged_gossip_message_is_rejected_and_not_forwarded() {
         );
         assert!(!matches!(e, NodeEvent::Refused { .. }), "c saw {e:?}");
     }
+    let text = b.metrics_text();
+    assert!(
+        text.contains(r#"starling_refused_total{reason="bad_signature"} 1"#),
+        "{text}"
+    );
     keep_raw.abort();
 }

@@ -62,4 +62,19 @@ async fn a_task_forms_a_group_across_five_nodes_and_completes() {
             .iter()
             .all(|r| r.success && r.output.ends_with(b"done"))
     );
+    // Metrics: the hub formed one group and completed one task; a worker verified
+    // the announcement; libp2p's own metrics are in the same registry.
+    let text = hub.metrics_text();
+    assert!(text.contains("starling_groups_formed_total 1"), "{text}");
+    assert!(text.contains("starling_tasks_completed_total 1"), "{text}");
+    assert!(text.contains("libp2p_"), "libp2p metrics missing");
+    let worker_text = workers[0].metrics_text();
+    assert!(
+        worker_text.contains(r#"starling_messages_in_total{kind="task_announce"}"#),
+        "{worker_text}"
+    );
+    assert!(
+        worker_text.contains(r#"starling_messages_out_total{kind="skill_offer"}"#),
+        "{worker_text}"
+    );
 }
