@@ -6,7 +6,11 @@ use super::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_forms_a_group_across_five_nodes_and_completes() {
-    let hub = start(10, &[], &[]).await;
+    // The offer window closes early once two offers per slot are in; the long bound
+    // only keeps a slow machine from closing it before the better offer arrives.
+    let mut hub_config = config(10, &[], &[]);
+    hub_config.agent.offer_window_ms = 2_000;
+    let hub = start_with(hub_config).await;
     let boot = vec![hub.listen_addrs()[0].clone()];
     let workers = [
         start(11, &[("parse", Level::Expert)], &boot).await,
@@ -14,6 +18,15 @@ async fn a_task_forms_a_group_across_five_nodes_and_completes() {
         start(13, &[("index", Level::Advanced)], &boot).await,
         start(14, &[("index", Level::Intermediate)], &boot).await,
     ];
+    // Announce once the hub knows every worker (and so their subscriptions).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while hub.peers().await.unwrap().len() < workers.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers did not connect"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let spec = TaskSpec {
         description: "parse and index".into(),
         required: vec![

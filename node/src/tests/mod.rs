@@ -3,6 +3,7 @@
 mod support;
 
 mod direct;
+mod discovery;
 mod gossip;
 mod group;
 mod leave;

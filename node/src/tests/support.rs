@@ -43,6 +43,11 @@ pub(crate) async fn start(seed: u8, skills: &[(&str, Level)], bootstrap: &[Multi
     handle
 }
 
+pub(crate) async fn start_with(config: NodeConfig) -> Handle {
+    let handler = SyntheticHandler::new(Duration::from_millis(200), 0.0, config.rng_seed);
+    spawn(config, handler).await.unwrap().0
+}
+
 /// Waits (generously) for an event matching `pred`.
 pub(crate) async fn wait_for(
     rx: &mut broadcast::Receiver<NodeEvent>,

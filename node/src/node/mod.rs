@@ -2,8 +2,10 @@
 //! envelope once (signature, audience, freshness, replay), feeds the protocol, and
 //! carries out the protocol's outputs on the swarm.
 
+mod discovery;
+
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -11,13 +13,12 @@ use std::{
 use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify,
-    kad::{self, store::RecordStore},
     request_response::{self, OutboundRequestId},
     swarm::SwarmEvent,
 };
 use starling_protocol::{
     Agent, AgentId, Audience, Command, Event, Input, Message, Outcome, Output, PartResult,
-    ReplayGuard, SignedCard, SignedEnvelope, TaskId, TaskSpec, consensus::Certificate,
+    ReplayGuard, SignedEnvelope, TaskId, TaskSpec, consensus::Certificate,
 };
 use tokio::{
     sync::{broadcast, mpsc, oneshot},
@@ -101,6 +102,14 @@ enum NodeCommand {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
+    Providers {
+        skill: String,
+        reply: oneshot::Sender<Vec<AgentId>>,
+    },
+    Card {
+        agent: AgentId,
+        reply: oneshot::Sender<Option<starling_protocol::AgentCard>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -170,6 +179,18 @@ impl Handle {
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
         self.call(|reply| NodeCommand::Peers { reply }).await
+    }
+
+    /// Agents providing `skill`, found through the DHT.
+    pub async fn find_providers(&self, skill: &str) -> Result<Vec<AgentId>> {
+        let skill = skill.to_string();
+        self.call(|reply| NodeCommand::Providers { skill, reply })
+            .await
+    }
+
+    /// An agent's signed card from the DHT (verified), if it published one.
+    pub async fn card(&self, agent: AgentId) -> Result<Option<starling_protocol::AgentCard>> {
+        self.call(|reply| NodeCommand::Card { agent, reply }).await
     }
 
     /// Leaves every group, then stops the node.
@@ -259,6 +280,9 @@ pub async fn spawn(
         retries: Vec::new(),
         registry: metrics.registry(),
         metrics,
+        queries: Default::default(),
+        listen_addrs: listen_addrs.clone(),
+        discovered_with_peers: false,
         config,
     };
     let registry = actor.registry.clone();
@@ -293,6 +317,10 @@ struct NodeActor {
     retries: Vec<(Instant, PendingSend)>,
     metrics: Metrics,
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    queries: discovery::Queries,
+    listen_addrs: Vec<Multiaddr>,
+    /// Whether discovery has run with at least one peer in the routing table.
+    discovered_with_peers: bool,
     config: NodeConfig,
 }
 
@@ -542,6 +570,8 @@ impl NodeActor {
                     .collect();
                 let _ = reply.send(peers);
             }
+            NodeCommand::Providers { skill, reply } => self.query_providers(&skill, reply),
+            NodeCommand::Card { agent, reply } => self.query_card(agent, reply),
             NodeCommand::Shutdown { reply } => {
                 let _ = reply.send(());
             }
@@ -651,6 +681,12 @@ impl NodeActor {
                     for addr in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
+                    // The routing table has its first entry: publish and look around
+                    // now rather than at the next discovery tick.
+                    if !self.discovered_with_peers {
+                        self.discovered_with_peers = true;
+                        self.discover();
+                    }
                 }
             }
             SwarmEvent::Behaviour(StarlingEvent::Kad(event)) => self.on_kad(event),
@@ -720,91 +756,5 @@ impl NodeActor {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
-    }
-
-    fn on_kad(&mut self, event: kad::Event) {
-        match event {
-            kad::Event::InboundRequest { request } => match request {
-                kad::InboundRequest::PutRecord {
-                    source,
-                    record: Some(record),
-                    ..
-                } => {
-                    let key = String::from_utf8_lossy(record.key.as_ref()).to_string();
-                    let expected = agent_of(&source);
-                    match SignedCard::verify(&record.value, expected.as_ref()) {
-                        Ok(card) if key == SignedCard::dht_key(&card.id) => {
-                            if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-                                debug!(error = %e, "cannot store card");
-                            }
-                        }
-                        Ok(_) => self.refuse(
-                            expected,
-                            "invalid_record",
-                            format!("card stored under the wrong key {key}"),
-                        ),
-                        Err(e) => {
-                            self.refuse(expected, "invalid_record", format!("invalid card: {e}"))
-                        }
-                    }
-                }
-                kad::InboundRequest::AddProvider {
-                    record: Some(provider),
-                } => {
-                    if provider.key.as_ref().starts_with(b"/starling/skill/") {
-                        if let Err(e) = self
-                            .swarm
-                            .behaviour_mut()
-                            .kad
-                            .store_mut()
-                            .add_provider(provider)
-                        {
-                            debug!(error = %e, "cannot store provider record");
-                        }
-                    } else {
-                        let reason = "provider record outside /starling/skill/".to_string();
-                        self.refuse(agent_of(&provider.provider), "invalid_record", reason);
-                    }
-                }
-                _ => {}
-            },
-            kad::Event::OutboundQueryProgressed {
-                result:
-                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
-                        providers,
-                        ..
-                    })),
-                ..
-            } => self.connect_to(providers),
-            _ => {}
-        }
-    }
-
-    /// Dials providers we are not connected to, so their skill topics have a mesh.
-    fn connect_to(&mut self, providers: HashSet<PeerId>) {
-        let me = *self.swarm.local_peer_id();
-        for p in providers {
-            if p != me && !self.swarm.is_connected(&p) {
-                let _ = self.swarm.dial(p);
-            }
-        }
-    }
-
-    fn find_providers(&mut self, skill: &str) {
-        let key = kad::RecordKey::new(&format!("/starling/skill/{skill}"));
-        self.swarm.behaviour_mut().kad.get_providers(key);
-    }
-
-    /// Provides this agent's skills and looks for other providers of them.
-    fn discover(&mut self) {
-        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
-        for skill in skills {
-            let key = kad::RecordKey::new(&format!("/starling/skill/{skill}"));
-            if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-                debug!(error = %e, "cannot provide");
-            }
-            self.find_providers(&skill);
-        }
-        let _ = self.swarm.behaviour_mut().kad.bootstrap();
     }
 }

@@ -1,0 +1,212 @@
+//! Discovery through Kademlia: this agent's card and skills go into the DHT, inbound
+//! records are validated before they are stored, and providers of a skill are found
+//! and dialled so every skill topic has a mesh.
+
+use std::collections::HashSet;
+
+use libp2p::{
+    PeerId,
+    kad::{self, store::RecordStore},
+};
+use starling_protocol::{AgentCard, AgentId, SignedCard};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::{NodeActor, now_ms};
+use crate::swarm::agent_of;
+
+/// The DHT key under which agents provide a skill.
+pub(crate) fn skill_key(skill: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/starling/skill/{skill}"))
+}
+
+type CardQuery = (AgentId, Option<oneshot::Sender<Option<AgentCard>>>);
+type ProviderQuery = (HashSet<PeerId>, oneshot::Sender<Vec<AgentId>>);
+
+/// Queries a handle is waiting on.
+#[derive(Default)]
+pub(super) struct Queries {
+    providers: std::collections::HashMap<kad::QueryId, ProviderQuery>,
+    cards: std::collections::HashMap<kad::QueryId, CardQuery>,
+}
+
+impl NodeActor {
+    pub(super) fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request } => self.on_inbound_record(request),
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })) => {
+                    if let Some((found, _)) = self.queries.providers.get_mut(&id) {
+                        found.extend(providers.iter().copied());
+                    }
+                    self.connect_to(providers);
+                    if step.last {
+                        self.finish_provider_query(id);
+                    }
+                }
+                kad::QueryResult::GetProviders(_) => self.finish_provider_query(id),
+                kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) => {
+                    let Some((agent, reply)) = self.queries.cards.get_mut(&id) else {
+                        return;
+                    };
+                    // Records from the DHT are untrusted: verify before answering.
+                    match SignedCard::verify(&found.record.value, Some(agent)) {
+                        Ok(card) => {
+                            if let Some(reply) = reply.take() {
+                                let _ = reply.send(Some(card));
+                            }
+                        }
+                        Err(e) => debug!(error = %e, "discarding an invalid card from the DHT"),
+                    }
+                    if step.last {
+                        self.finish_card_query(id);
+                    }
+                }
+                kad::QueryResult::GetRecord(_) => self.finish_card_query(id),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn finish_provider_query(&mut self, id: kad::QueryId) {
+        if let Some((found, reply)) = self.queries.providers.remove(&id) {
+            let _ = reply.send(found.iter().filter_map(agent_of).collect());
+        }
+    }
+
+    fn finish_card_query(&mut self, id: kad::QueryId) {
+        if let Some((_, Some(reply))) = self.queries.cards.remove(&id) {
+            let _ = reply.send(None);
+        }
+    }
+
+    /// FilterBoth: records other peers ask us to store are checked here first.
+    fn on_inbound_record(&mut self, request: kad::InboundRequest) {
+        match request {
+            kad::InboundRequest::PutRecord {
+                source,
+                record: Some(record),
+                ..
+            } => {
+                let key = String::from_utf8_lossy(record.key.as_ref()).to_string();
+                let owner = key
+                    .strip_prefix("/starling/agent/")
+                    .and_then(|s| s.parse::<AgentId>().ok());
+                let Some(owner) = owner else {
+                    let reason = format!("record under a foreign key {key}");
+                    return self.refuse(agent_of(&source), "invalid_record", reason);
+                };
+                // A card is stored under its agent's id only if that agent signed it.
+                match SignedCard::verify(&record.value, Some(&owner)) {
+                    Ok(_) => {
+                        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                            debug!(error = %e, "cannot store card");
+                        }
+                    }
+                    Err(e) => self.refuse(
+                        agent_of(&source),
+                        "invalid_record",
+                        format!("invalid card: {e}"),
+                    ),
+                }
+            }
+            kad::InboundRequest::AddProvider {
+                record: Some(provider),
+            } => {
+                if provider.key.as_ref().starts_with(b"/starling/skill/") {
+                    if let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .add_provider(provider)
+                    {
+                        debug!(error = %e, "cannot store provider record");
+                    }
+                } else {
+                    let reason = "provider record outside /starling/skill/".to_string();
+                    self.refuse(agent_of(&provider.provider), "invalid_record", reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Dials providers we are not connected to, so their skill topics have a mesh.
+    fn connect_to(&mut self, providers: HashSet<PeerId>) {
+        let me = *self.swarm.local_peer_id();
+        for p in providers {
+            if p != me && !self.swarm.is_connected(&p) {
+                let _ = self.swarm.dial(p);
+            }
+        }
+    }
+
+    pub(super) fn find_providers(&mut self, skill: &str) -> kad::QueryId {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .get_providers(skill_key(skill))
+    }
+
+    /// Starts a provider lookup a handle waits on.
+    pub(super) fn query_providers(&mut self, skill: &str, reply: oneshot::Sender<Vec<AgentId>>) {
+        let id = self.find_providers(skill);
+        self.queries.providers.insert(id, (HashSet::new(), reply));
+    }
+
+    /// Starts a card lookup a handle waits on.
+    pub(super) fn query_card(&mut self, agent: AgentId, reply: oneshot::Sender<Option<AgentCard>>) {
+        let key = kad::RecordKey::new(&SignedCard::dht_key(&agent));
+        let id = self.swarm.behaviour_mut().kad.get_record(key);
+        self.queries.cards.insert(id, (agent, Some(reply)));
+    }
+
+    /// Publishes this agent's signed card, provides its skills and looks for other
+    /// providers of them. Runs at start, when the routing table first fills, and every
+    /// discovery interval.
+    pub(super) fn discover(&mut self) {
+        let card = AgentCard {
+            id: self.me,
+            skills: self.agent.skills().cloned().collect(),
+            addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
+            load: self.agent.slots_used(),
+            max_slots: self.agent.config().max_concurrent_tasks,
+            version: now_ms(),
+        };
+        match SignedCard::sign(&self.config.keypair, &card) {
+            Ok(signed) => {
+                let key = kad::RecordKey::new(&SignedCard::dht_key(&self.me));
+                let record = kad::Record::new(key, signed.as_bytes().to_vec());
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    debug!(error = %e, "cannot publish the card");
+                }
+            }
+            Err(e) => debug!(error = %e, "cannot sign the card"),
+        }
+        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
+        for skill in skills {
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(skill_key(&skill))
+            {
+                debug!(error = %e, "cannot provide");
+            }
+            self.find_providers(&skill);
+        }
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+    }
+}

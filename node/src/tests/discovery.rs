@@ -1,0 +1,139 @@
+//! Ten nodes joined through one bootstrap node find each other's skills and cards in
+//! the DHT.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use starling_protocol::{AgentId, Level};
+
+use super::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_nodes_discover_each_others_skills_from_one_bootstrap_node() {
+    let skill = |i: usize| format!("s{}", i % 5);
+    let first = start(40, &[(&skill(0), Level::Advanced)], &[]).await;
+    let boot = vec![first.listen_addrs()[0].clone()];
+    let mut nodes = vec![first];
+    for i in 1..10 {
+        nodes.push(start(40 + i as u8, &[(&skill(i), Level::Advanced)], &boot).await);
+    }
+    let holders = |s: &str| -> BTreeSet<AgentId> {
+        (0..10)
+            .filter(|i| skill(*i) == s)
+            .map(|i| nodes[i].id())
+            .collect()
+    };
+    // Every node finds every provider of every skill (retrying while the DHT fills).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (i, node) in nodes.iter().enumerate() {
+        for s in 0..5 {
+            let s = format!("s{s}");
+            let want = holders(&s);
+            loop {
+                let found: BTreeSet<AgentId> =
+                    node.find_providers(&s).await.unwrap().into_iter().collect();
+                if want.is_subset(&found) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {i} found {found:?} for {s}, wanted {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    // Cards are in the DHT, signed, and describe their agents.
+    let card = loop {
+        if let Some(card) = nodes[9].card(nodes[3].id()).await.unwrap() {
+            break card;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no card for node 3");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(card.id, nodes[3].id());
+    assert_eq!(
+        card.skills
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["s3"]
+    );
+    assert!(card.addrs.iter().any(|a| a.starts_with("/memory/")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_dht_records_are_refused_before_storage() {
+    use futures::StreamExt;
+    use libp2p::kad;
+    use starling_protocol::{AgentCard, Keypair, SignedCard, Skill};
+
+    let a = start(60, &[("real", Level::Expert)], &[]).await;
+    let mut a_events = a.events();
+    // A raw peer signs its own card but stores it under a's key, and announces itself
+    // as provider of a key outside the skill namespace.
+    let raw_key = Keypair::from_secret_bytes([61; 32]);
+    let mut cfg = config(61, &[], &[]);
+    cfg.keypair = raw_key.clone();
+    let mut raw = crate::swarm::build(&cfg, &mut Default::default()).unwrap();
+    let a_peer = crate::swarm::peer_id_of(&a.id()).unwrap();
+    raw.behaviour_mut()
+        .kad
+        .add_address(&a_peer, a.listen_addrs()[0].clone());
+    let card = AgentCard {
+        id: raw_key.id(),
+        skills: vec![Skill::new("real", Level::Expert)],
+        addrs: vec![],
+        load: 0,
+        max_slots: 9,
+        version: 1,
+    };
+    let forged = SignedCard::sign(&raw_key, &card).unwrap();
+    let key = kad::RecordKey::new(&SignedCard::dht_key(&a.id()));
+    raw.behaviour_mut()
+        .kad
+        .put_record(
+            kad::Record::new(key, forged.as_bytes().to_vec()),
+            kad::Quorum::One,
+        )
+        .unwrap();
+    raw.behaviour_mut()
+        .kad
+        .start_providing(kad::RecordKey::new(&"/other/thing"))
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        loop {
+            raw.select_next_some().await;
+        }
+    });
+    let refusals = collect(&mut a_events, 20, Duration::from_millis(500), |e| {
+        matches!(e, crate::NodeEvent::Refused { reason, .. } if reason.contains("provider record"))
+    })
+    .await;
+    driver.abort();
+    let reasons: Vec<String> = refusals
+        .iter()
+        .filter_map(|e| match e {
+            crate::NodeEvent::Refused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("invalid card")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("provider record outside")),
+        "{reasons:?}"
+    );
+    let text = a.metrics_text();
+    assert!(
+        text.contains(r#"starling_refused_total{reason="invalid_record"} 2"#),
+        "{text}"
+    );
+    // a's own card, looked up through its DHT, is still its own.
+    if let Some(card) = a.card(a.id()).await.unwrap() {
+        assert_eq!(card.id, a.id());
+    }
+}
