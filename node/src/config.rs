@@ -1,6 +1,6 @@
 //! `NodeConfig`: the agent's protocol config plus networking, with documented defaults.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use libp2p::Multiaddr;
 use starling_protocol::{AgentConfig, Keypair};
@@ -19,6 +19,10 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Peers to join the mesh through. One is enough. Default: none.
     pub bootstrap: Vec<Multiaddr>,
+    /// Where state that must survive a restart lives (skill metrics, reputation,
+    /// initiated tasks and results, group documents). Default: none — nothing is
+    /// kept (simulations).
+    pub data_dir: Option<PathBuf>,
     /// How long a direct message may take before it counts as failed. Default 10 s.
     pub request_timeout: Duration,
     /// Failed direct messages are tried again this many times. Default 2.
@@ -53,6 +57,7 @@ impl NodeConfig {
             keypair,
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            data_dir: None,
             request_timeout: Duration::from_secs(10),
             send_retries: 2,
             max_connections: 256,

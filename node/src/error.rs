@@ -30,6 +30,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The data directory's database failed or belongs to another agent.
+    #[error("store: {0}")]
+    Store(String),
     /// The node has stopped; the command could not be delivered.
     #[error("the node has stopped")]
     Stopped,

@@ -208,5 +208,6 @@ impl NodeActor {
             self.find_providers(&skill);
         }
         let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        self.save_reputation();
     }
 }

@@ -32,6 +32,7 @@ use crate::{
     behaviour::{StarlingBehaviour, StarlingEvent},
     handler::{ExecutorReport, ProgressSink, TaskHandler},
     metrics::{Metrics, encode_text, refusal_reason},
+    store::Store,
     swarm::{self, agent_of, peer_id_of},
 };
 
@@ -42,6 +43,9 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Outcomes kept in memory for `Handle::task` (the store keeps all of them).
+const FINISHED_IN_MEMORY: usize = 10_000;
 
 /// How a task this node coordinated ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +105,10 @@ enum NodeCommand {
     },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Task {
+        task_id: TaskId,
+        reply: oneshot::Sender<Result<Option<FinishedTask>>>,
     },
     Providers {
         skill: String,
@@ -193,6 +201,12 @@ impl Handle {
         self.call(|reply| NodeCommand::Card { agent, reply }).await
     }
 
+    /// How a task this node coordinated ended (also after a restart, with a data dir).
+    pub async fn task(&self, task_id: TaskId) -> Result<Option<FinishedTask>> {
+        self.call(|reply| NodeCommand::Task { task_id, reply })
+            .await?
+    }
+
     /// Leaves every group, then stops the node.
     pub async fn shutdown(&self) -> Result<()> {
         self.call(|reply| NodeCommand::Shutdown { reply }).await
@@ -260,11 +274,19 @@ pub async fn spawn(
     let (tx, rx) = mpsc::channel(config.command_queue);
     let (events, _) = broadcast::channel(config.event_queue);
     let (exec_tx, exec_rx) = mpsc::channel(1024);
-    let agent = Agent::new(
+    let mut agent = Agent::new(
         config.agent.clone(),
         config.keypair.clone(),
         config.rng_seed,
     );
+    let (store, initial) = match &config.data_dir {
+        Some(dir) => {
+            let store = Store::open(dir, me)?;
+            let initial = restore(&store, &mut agent, &config)?;
+            (Some(store), initial)
+        }
+        None => (None, Vec::new()),
+    };
     let replay = ReplayGuard::new(config.replay_skew_ms, 512, 20_000);
     let actor = NodeActor {
         swarm,
@@ -281,6 +303,10 @@ pub async fn spawn(
         registry: metrics.registry(),
         metrics,
         queries: Default::default(),
+        store,
+        saved_heads: BTreeMap::new(),
+        finished: BTreeMap::new(),
+        initial,
         listen_addrs: listen_addrs.clone(),
         discovered_with_peers: false,
         config,
@@ -295,6 +321,35 @@ pub async fn spawn(
         registry,
     };
     Ok((handle, join))
+}
+
+/// Loads what the data directory holds into a new agent and picks up unfinished
+/// initiated tasks; returns the outputs to carry out once the node runs.
+fn restore(store: &Store, agent: &mut Agent, config: &NodeConfig) -> Result<Vec<Output>> {
+    for skill in store.skills()? {
+        agent.restore_skill(skill);
+    }
+    agent.restore_reputation(store.reputation()?);
+    let mut outputs = Vec::new();
+    for announce in store.initiated()? {
+        let task_id = announce.task_id;
+        let doc = match store.group(task_id)? {
+            Some(bytes) => {
+                let limits = config.agent.crdt_limits.clone();
+                let doc = starling_crdt::GroupDoc::load(
+                    config.keypair.signing_key().clone(),
+                    &bytes,
+                    limits,
+                )
+                .map_err(|e| NodeError::Store(format!("group document of {task_id}: {e}")))?;
+                Some(doc)
+            }
+            None => None,
+        };
+        info!(task = %task_id, "resuming an initiated task");
+        outputs.extend(agent.resume_initiated(now_ms(), announce, doc));
+    }
+    Ok(outputs)
 }
 
 struct PendingSend {
@@ -318,6 +373,13 @@ struct NodeActor {
     metrics: Metrics,
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     queries: discovery::Queries,
+    store: Option<Store>,
+    /// Heads of each group document as last saved.
+    saved_heads: BTreeMap<TaskId, Vec<starling_crdt::ChangeHash>>,
+    /// Outcomes of tasks this node finished (also kept in the store, if any).
+    finished: BTreeMap<TaskId, FinishedTask>,
+    /// Outputs produced while restoring, carried out once the loop runs.
+    initial: Vec<Output>,
     listen_addrs: Vec<Multiaddr>,
     /// Whether discovery has run with at least one peer in the routing table.
     discovered_with_peers: bool,
@@ -331,6 +393,8 @@ impl NodeActor {
         mut reports: mpsc::Receiver<ExecutorReport>,
     ) {
         info!(peer = %self.me, "node started");
+        let initial = std::mem::take(&mut self.initial);
+        self.carry(initial);
         let mut discovery = tokio::time::interval(self.config.discovery_interval);
         loop {
             let wake = self.next_wake();
@@ -340,6 +404,7 @@ impl NodeActor {
                     Some(NodeCommand::Shutdown { reply }) => {
                         self.feed(Input::Command(Command::Leave));
                         self.flush(Duration::from_secs(3)).await;
+                        self.save_reputation();
                         let _ = reply.send(());
                         break;
                     }
@@ -414,7 +479,39 @@ impl NodeActor {
         self.carry(outputs);
     }
 
+    /// Saves group documents that changed since they were last saved. Runs before a
+    /// feed's outputs are carried out, so no change of ours leaves the node unsaved.
+    fn persist_groups(&mut self) {
+        let Some(store) = &self.store else { return };
+        let tasks: Vec<TaskId> = self.agent.groups().copied().collect();
+        for task_id in tasks {
+            let Some(doc) = self.agent.group(&task_id) else {
+                continue;
+            };
+            let heads = doc.heads();
+            if self.saved_heads.get(&task_id) == Some(&heads) {
+                continue;
+            }
+            match store.save_group(task_id, &doc.save()) {
+                Ok(()) => {
+                    self.saved_heads.insert(task_id, heads);
+                }
+                Err(e) => warn!(task = %task_id, error = %e, "cannot save the group document"),
+            }
+        }
+    }
+
+    fn save_reputation(&self) {
+        if let Some(store) = &self.store {
+            let entries: Vec<_> = self.agent.reputations().collect();
+            if let Err(e) = store.save_reputation(&entries) {
+                warn!(error = %e, "cannot save reputation");
+            }
+        }
+    }
+
     fn carry(&mut self, outputs: Vec<Output>) {
+        self.persist_groups();
         for out in outputs {
             match out {
                 Output::Publish {
@@ -498,9 +595,35 @@ impl NodeActor {
                     results: results.clone(),
                     certificate: certificate.clone(),
                 };
+                if let Some(store) = &self.store
+                    && let Err(e) = store.save_finished(&done)
+                {
+                    warn!(task = %task_id, error = %e, "cannot save the outcome");
+                }
                 for w in self.waiters.remove(task_id).unwrap_or_default() {
                     let _ = w.send(done.clone());
                 }
+                if self.finished.len() >= FINISHED_IN_MEMORY
+                    && let Some(oldest) = self.finished.keys().next().copied()
+                {
+                    self.finished.remove(&oldest);
+                }
+                self.finished.insert(*task_id, done);
+            }
+            Event::SkillLearned { skill, .. } => {
+                if let Some(store) = &self.store
+                    && let Err(e) = store.save_skill(skill)
+                {
+                    warn!(error = %e, "cannot save skill metrics");
+                }
+            }
+            Event::GroupClosed { task_id, snapshot } => {
+                if let Some(store) = &self.store
+                    && let Err(e) = store.save_group(*task_id, snapshot)
+                {
+                    warn!(task = %task_id, error = %e, "cannot save the group document");
+                }
+                self.saved_heads.remove(task_id);
             }
             _ => {}
         }
@@ -534,6 +657,12 @@ impl NodeActor {
         match cmd {
             NodeCommand::Announce { spec, reply } => match self.agent.announce(now_ms(), spec) {
                 Ok((task_id, outputs)) => {
+                    if let (Some(store), Some(announce)) =
+                        (&self.store, self.agent.announcement(&task_id))
+                        && let Err(e) = store.save_initiated(announce)
+                    {
+                        warn!(task = %task_id, error = %e, "cannot save the initiated task");
+                    }
                     let (tx, rx) = oneshot::channel();
                     self.waiters.entry(task_id).or_default().push(tx);
                     let _ = reply.send(Ok((task_id, rx)));
@@ -569,6 +698,14 @@ impl NodeActor {
                     })
                     .collect();
                 let _ = reply.send(peers);
+            }
+            NodeCommand::Task { task_id, reply } => {
+                let found = match (self.finished.get(&task_id), &self.store) {
+                    (Some(done), _) => Ok(Some(done.clone())),
+                    (None, Some(store)) => store.finished(task_id),
+                    (None, None) => Ok(None),
+                };
+                let _ = reply.send(found);
             }
             NodeCommand::Providers { skill, reply } => self.query_providers(&skill, reply),
             NodeCommand::Card { agent, reply } => self.query_card(agent, reply),

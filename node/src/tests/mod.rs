@@ -7,3 +7,4 @@ mod discovery;
 mod gossip;
 mod group;
 mod leave;
+mod persistence;

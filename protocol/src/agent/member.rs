@@ -621,7 +621,7 @@ impl Agent {
     }
 
     /// Everyone in a group but this agent: members of any status and coordinators.
-    fn group_peers(&self, task_id: TaskId) -> Vec<AgentId> {
+    pub(super) fn group_peers(&self, task_id: TaskId) -> Vec<AgentId> {
         let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) else {
             return Vec::new();
         };

@@ -55,6 +55,8 @@ pub struct Agent {
     finished: BTreeMap<TaskId, Outcome>,
     finished_order: VecDeque<TaskId>,
     loopback: VecDeque<Message>,
+    /// Initiated tasks picked up after a restart whose outcome is being fetched.
+    recovering: BTreeSet<TaskId>,
     out: Vec<Output>,
 }
 
@@ -86,6 +88,7 @@ impl Agent {
             finished: BTreeMap::new(),
             finished_order: VecDeque::new(),
             loopback: VecDeque::new(),
+            recovering: BTreeSet::new(),
             out: Vec::new(),
         }
     }
@@ -108,6 +111,124 @@ impl Agent {
     /// What this agent has observed of others.
     pub fn reputation(&self, agent: &AgentId) -> Reputation {
         self.reputation.get(agent).copied().unwrap_or_default()
+    }
+
+    /// Every reputation this agent holds (to persist them).
+    pub fn reputations(&self) -> impl Iterator<Item = (AgentId, Reputation)> + '_ {
+        self.reputation.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Restores a skill's learned metrics (a skill no longer configured is ignored).
+    pub fn restore_skill(&mut self, skill: Skill) {
+        if let Some((s, _)) = self.skills.get_mut(&skill.name) {
+            *s = skill;
+        }
+    }
+
+    /// The announcement of a task this agent initiated and has not finished.
+    pub fn announcement(&self, task_id: &TaskId) -> Option<&TaskAnnounce> {
+        self.coordinating
+            .get(task_id)
+            .map(|c| &c.announce)
+            .or_else(|| self.waiting.get(task_id))
+    }
+
+    /// Task ids whose group document this agent holds.
+    pub fn groups(&self) -> impl Iterator<Item = &TaskId> {
+        self.docs.keys()
+    }
+
+    /// Picks up a task this agent initiated before a restart. With its saved group
+    /// document: coordinate it again if still in charge, otherwise ask the members for
+    /// what happened meanwhile and record the outcome when it arrives. Without one the
+    /// task never left this agent (documents are saved before anything is sent), so
+    /// it starts afresh.
+    pub fn resume_initiated(
+        &mut self,
+        now: Timestamp,
+        announce: TaskAnnounce,
+        doc: Option<GroupDoc>,
+    ) -> Vec<Output> {
+        self.now = self.now.max(now);
+        let task_id = announce.task_id;
+        match doc {
+            None => {
+                if let Err(e) = self.begin_coordination(announce) {
+                    self.emit(Event::CommandFailed {
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            Some(doc) => {
+                self.docs.insert(task_id, doc);
+                self.recovering.insert(task_id);
+                let peers = self.group_peers(task_id);
+                if let Some(sync) = self
+                    .docs
+                    .get(&task_id)
+                    .map(|d| d.sync_message(None).encode())
+                {
+                    for p in peers {
+                        self.send(
+                            p,
+                            Message::CrdtChanges {
+                                task_id,
+                                sync: sync.clone(),
+                            },
+                        );
+                    }
+                }
+                let in_charge = self
+                    .docs
+                    .get(&task_id)
+                    .and_then(|d| d.view().ok())
+                    .is_some_and(|v| v.coordinator() == self.id.key());
+                if !self.recover_outcome(task_id) && in_charge {
+                    self.recovering.remove(&task_id);
+                    self.resume_coordination(task_id, announce);
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// For a task being recovered: once its document holds the outcome, report it.
+    fn recover_outcome(&mut self, task_id: TaskId) -> bool {
+        if !self.recovering.contains(&task_id) {
+            return false;
+        }
+        let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) else {
+            return false;
+        };
+        let Some(outcome) = view.outcome.clone() else {
+            return false;
+        };
+        let outcome = match outcome {
+            starling_crdt::TaskOutcome::Completed => Outcome::Completed,
+            starling_crdt::TaskOutcome::Failed(r) => Outcome::Failed(r),
+        };
+        let results = view
+            .selected()
+            .filter_map(|(skill, k)| {
+                let r = view.member(k)?.result.clone()?;
+                Some(PartResult {
+                    skill: skill.to_string(),
+                    member: AgentId::from(k),
+                    success: r.success,
+                    output: r.output,
+                })
+            })
+            .collect();
+        self.recovering.remove(&task_id);
+        self.emit(Event::TaskFinished {
+            task_id,
+            outcome: outcome.clone(),
+            results,
+            certificate: None,
+        });
+        self.remember_outcome(task_id, outcome);
+        self.close_doc_if_unused(task_id);
+        true
     }
 
     /// Seeds reputations (e.g. restored from storage).
@@ -398,6 +519,7 @@ impl Agent {
             self.member_check_coordinator(task_id);
             self.member_try_vote(task_id);
         }
+        self.recover_outcome(task_id);
     }
 
     /// Applies an encoded batch from `from` to a task's document. Returns whether
@@ -527,7 +649,10 @@ impl Agent {
 
     /// Drops a task's document when neither role needs it; emits its snapshot.
     fn close_doc_if_unused(&mut self, task_id: TaskId) {
-        if self.coordinating.contains_key(&task_id) || self.memberships.contains_key(&task_id) {
+        if self.coordinating.contains_key(&task_id)
+            || self.memberships.contains_key(&task_id)
+            || self.recovering.contains(&task_id)
+        {
             return;
         }
         if let Some(doc) = self.docs.remove(&task_id) {

@@ -251,7 +251,7 @@ impl Agent {
         }
     }
 
-    fn begin_coordination(&mut self, announce: TaskAnnounce) -> Result<()> {
+    pub(super) fn begin_coordination(&mut self, announce: TaskAnnounce) -> Result<()> {
         let task_id = announce.task_id;
         let spec = GroupSpec {
             group_id: task_id.group_id(),
