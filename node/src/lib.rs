@@ -29,7 +29,7 @@ pub mod swarm;
 pub use config::NodeConfig;
 pub use error::{NodeError, Result};
 pub use handler::{PartFuture, PartOutcome, ProgressSink, SyntheticHandler, TaskHandler};
-pub use node::{FinishedTask, Handle, NodeEvent, PeerInfo, spawn};
+pub use node::{FinishedTask, GroupInfo, Handle, NodeEvent, PeerInfo, TaskInfo, spawn};
 
 #[cfg(test)]
 mod tests;

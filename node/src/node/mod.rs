@@ -60,6 +60,34 @@ pub struct FinishedTask {
     pub certificate: Option<Certificate>,
 }
 
+/// A working group this node holds a document of, as the document says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInfo {
+    /// The task.
+    pub task_id: TaskId,
+    /// Who coordinates it now.
+    pub coordinator: AgentId,
+    /// Lifecycle stage.
+    pub status: starling_crdt::TaskStatus,
+    /// Whether every required skill is covered.
+    pub complete: bool,
+    /// (skill, member, status) for every invited agent.
+    pub members: Vec<(String, AgentId, starling_crdt::MemberStatus)>,
+}
+
+/// A task this node is involved in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInfo {
+    /// The task.
+    pub task_id: TaskId,
+    /// This node coordinates it.
+    pub coordinating: bool,
+    /// This node works on it.
+    pub member: bool,
+    /// How it ended, if it has (for tasks this node finished).
+    pub outcome: Option<Outcome>,
+}
+
 /// A connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
@@ -105,6 +133,12 @@ enum NodeCommand {
     },
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Groups {
+        reply: oneshot::Sender<Vec<GroupInfo>>,
+    },
+    Tasks {
+        reply: oneshot::Sender<Vec<TaskInfo>>,
     },
     Task {
         task_id: TaskId,
@@ -199,6 +233,16 @@ impl Handle {
     /// An agent's signed card from the DHT (verified), if it published one.
     pub async fn card(&self, agent: AgentId) -> Result<Option<starling_protocol::AgentCard>> {
         self.call(|reply| NodeCommand::Card { agent, reply }).await
+    }
+
+    /// The groups this node holds documents of.
+    pub async fn groups(&self) -> Result<Vec<GroupInfo>> {
+        self.call(|reply| NodeCommand::Groups { reply }).await
+    }
+
+    /// Tasks this node coordinates or works on now, and those it finished lately.
+    pub async fn tasks(&self) -> Result<Vec<TaskInfo>> {
+        self.call(|reply| NodeCommand::Tasks { reply }).await
     }
 
     /// How a task this node coordinated ended (also after a restart, with a data dir).
@@ -698,6 +742,47 @@ impl NodeActor {
                     })
                     .collect();
                 let _ = reply.send(peers);
+            }
+            NodeCommand::Groups { reply } => {
+                let groups = self
+                    .agent
+                    .groups()
+                    .filter_map(|t| {
+                        let view = self.agent.group(t)?.view().ok()?;
+                        Some(GroupInfo {
+                            task_id: *t,
+                            coordinator: AgentId::from(view.coordinator()),
+                            status: view.status,
+                            complete: view.is_complete(),
+                            members: view
+                                .members
+                                .values()
+                                .map(|m| (m.skill.clone(), AgentId::from(m.key), m.status))
+                                .collect(),
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(groups);
+            }
+            NodeCommand::Tasks { reply } => {
+                let mut tasks: BTreeMap<TaskId, TaskInfo> = BTreeMap::new();
+                let blank = |task_id| TaskInfo {
+                    task_id,
+                    coordinating: false,
+                    member: false,
+                    outcome: None,
+                };
+                for t in self.agent.coordinating() {
+                    tasks.entry(*t).or_insert_with(|| blank(*t)).coordinating = true;
+                }
+                for t in self.agent.memberships() {
+                    tasks.entry(*t).or_insert_with(|| blank(*t)).member = true;
+                }
+                for (t, done) in &self.finished {
+                    tasks.entry(*t).or_insert_with(|| blank(*t)).outcome =
+                        Some(done.outcome.clone());
+                }
+                let _ = reply.send(tasks.into_values().collect());
             }
             NodeCommand::Task { task_id, reply } => {
                 let found = match (self.finished.get(&task_id), &self.store) {

@@ -90,4 +90,20 @@ async fn a_task_forms_a_group_across_five_nodes_and_completes() {
         worker_text.contains(r#"starling_messages_out_total{kind="skill_offer"}"#),
         "{worker_text}"
     );
+    // The hub lists the task as finished; a worker still holds (or held) its group.
+    let tasks = hub.tasks().await.unwrap();
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.task_id == task_id && t.outcome == Some(Outcome::Completed))
+    );
+    let groups = hub.groups().await.unwrap();
+    // The hub keeps the document for a while after the end, to answer stragglers.
+    let g = groups
+        .iter()
+        .find(|g| g.task_id == task_id)
+        .expect("the hub holds the group");
+    assert_eq!(g.coordinator, hub.id());
+    assert!(g.complete);
+    assert_eq!(g.members.len(), 2);
 }
