@@ -66,15 +66,19 @@ pub trait TaskHandler: Send + Sync + 'static {
     fn run(&self, assignment: Assignment, progress: ProgressSink) -> PartFuture;
 }
 
-/// A worker for simulations: works for a time drawn around the skill's average
-/// completion time, reports progress with checkpoints, and fails with the skill's
-/// failure rate.
+/// A worker for simulations: works for a time drawn around a mean, reports progress
+/// with checkpoints, and fails with a given rate. The mean and the rate are fixed, or
+/// taken from the agent's metrics for the skill (average completion time, 1 − success
+/// rate), so simulated agents behave as their advertised skills say.
 #[derive(Debug, Clone)]
 pub struct SyntheticHandler {
-    /// Mean work time; the actual time is uniform in 0.5×..1.5× of it.
-    pub mean: Duration,
-    /// Probability a part fails.
-    pub failure_rate: f64,
+    /// Mean work time; `None`: the skill's average completion time × `time_scale`.
+    /// The actual time is uniform in 0.5×..1.5× of the mean.
+    pub mean: Option<Duration>,
+    /// Probability a part fails; `None`: 1 − the skill's success rate.
+    pub failure_rate: Option<f64>,
+    /// Multiplies the skill's completion time (to compress simulated time).
+    pub time_scale: f64,
     /// Progress reports per part.
     pub steps: u32,
     /// Mixed into every draw, so different agents fail different parts (give each
@@ -86,11 +90,42 @@ impl SyntheticHandler {
     /// A handler working for `mean` on average and failing with `failure_rate`.
     pub fn new(mean: Duration, failure_rate: f64, salt: u64) -> Arc<Self> {
         Arc::new(SyntheticHandler {
-            mean,
-            failure_rate: failure_rate.clamp(0.0, 1.0),
+            mean: Some(mean),
+            failure_rate: Some(failure_rate.clamp(0.0, 1.0)),
+            time_scale: 1.0,
             steps: 4,
             salt,
         })
+    }
+
+    /// A handler that works and fails as the agent's skill metrics say, with work
+    /// times scaled by `time_scale`.
+    pub fn from_skills(time_scale: f64, salt: u64) -> Arc<Self> {
+        Arc::new(SyntheticHandler {
+            mean: None,
+            failure_rate: None,
+            time_scale: time_scale.max(0.0),
+            steps: 4,
+            salt,
+        })
+    }
+
+    fn mean_for(&self, a: &Assignment) -> Duration {
+        self.mean.unwrap_or_else(|| {
+            let ms = a
+                .metrics
+                .as_ref()
+                .map_or(1000.0, |s| s.avg_completion_ms)
+                .max(0.0)
+                * self.time_scale;
+            Duration::from_secs_f64(ms / 1000.0)
+        })
+    }
+
+    fn failure_for(&self, a: &Assignment) -> f64 {
+        self.failure_rate
+            .unwrap_or_else(|| 1.0 - a.metrics.as_ref().map_or(1.0, |s| s.success_rate))
+            .clamp(0.0, 1.0)
     }
 }
 
@@ -110,7 +145,7 @@ impl TaskHandler for SyntheticHandler {
         let this = self.clone();
         Box::pin(async move {
             let factor = 0.5 + draw(&assignment.task_id, this.salt ^ 1);
-            let total = this.mean.mul_f64(factor);
+            let total = this.mean_for(&assignment).mul_f64(factor);
             let steps = this.steps.max(1);
             let start = assignment
                 .resume_from
@@ -130,7 +165,7 @@ impl TaskHandler for SyntheticHandler {
                     break;
                 }
             }
-            let success = draw(&assignment.task_id, this.salt ^ 2) >= this.failure_rate;
+            let success = draw(&assignment.task_id, this.salt ^ 2) >= this.failure_for(&assignment);
             let output = format!(
                 "{}:{}",
                 assignment.skill,
@@ -139,5 +174,50 @@ impl TaskHandler for SyntheticHandler {
             .into_bytes();
             PartOutcome { success, output }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_protocol::{AgentId, Level, Skill};
+
+    fn assignment(seq: u64, metrics: Option<Skill>) -> Assignment {
+        Assignment {
+            task_id: TaskId {
+                initiator: AgentId([1; 32]),
+                seq,
+            },
+            skill: "x".into(),
+            metrics,
+            description: String::new(),
+            payload: Vec::new(),
+            resume_from: None,
+            deadline_ms: 0,
+        }
+    }
+
+    #[test]
+    fn skill_metrics_drive_time_and_failures() {
+        let h = SyntheticHandler::from_skills(0.5, 3);
+        let skill = Skill {
+            avg_completion_ms: 800.0,
+            success_rate: 0.75,
+            ..Skill::new("x", Level::Expert)
+        };
+        let a = assignment(1, Some(skill));
+        assert_eq!(h.mean_for(&a), Duration::from_millis(400));
+        assert!((h.failure_for(&a) - 0.25).abs() < 1e-9);
+        // Over many tasks the failure share is near the rate.
+        let failures = (0..2000u64)
+            .filter(|i| draw(&assignment(*i, None).task_id, h.salt ^ 2) < h.failure_for(&a))
+            .count();
+        assert!(
+            (400..600).contains(&failures),
+            "{failures} failures in 2000"
+        );
+        let fixed = SyntheticHandler::new(Duration::from_millis(10), 0.0, 3);
+        assert_eq!(fixed.mean_for(&a), Duration::from_millis(10));
+        assert_eq!(fixed.failure_for(&a), 0.0);
     }
 }

@@ -376,6 +376,7 @@ impl Agent {
         let assignment = Assignment {
             task_id,
             skill: m.skill.clone(),
+            metrics: None,
             description: m.task.description.clone(),
             payload: m.task.payload.clone(),
             resume_from,
@@ -388,6 +389,11 @@ impl Agent {
         {
             self.share_change(task_id, change, &[from]);
         }
+        let mut assignment = assignment;
+        assignment.metrics = self
+            .skills
+            .get(&assignment.skill)
+            .map(|(skill, _)| skill.clone());
         debug!(task = ?task_id, skill = %assignment.skill, "assigned");
         self.emit(Event::TaskAssigned(assignment));
     }

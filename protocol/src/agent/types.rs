@@ -115,6 +115,9 @@ pub struct Assignment {
     pub task_id: TaskId,
     /// The skill this agent covers.
     pub skill: String,
+    /// This agent's current metrics for that skill (level, success rate, average
+    /// completion time), e.g. for simulated work.
+    pub metrics: Option<crate::Skill>,
     /// What the task is.
     pub description: String,
     /// Its input.
