@@ -8,7 +8,7 @@ use libp2p::{
     PeerId,
     kad::{self, store::RecordStore},
 };
-use starling_protocol::{AgentCard, AgentId, SignedCard};
+use starling_protocol::{AgentCard, AgentId, Message, SignedCard, TaskId};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -28,7 +28,14 @@ type ProviderQuery = (HashSet<PeerId>, oneshot::Sender<Vec<AgentId>>);
 pub(super) struct Queries {
     providers: std::collections::HashMap<kad::QueryId, ProviderQuery>,
     cards: std::collections::HashMap<kad::QueryId, CardQuery>,
+    /// Provider lookups for a task whose gossip found too few agents.
+    candidates: std::collections::HashMap<kad::QueryId, TaskId>,
+    /// Who each task was announced to directly (never twice).
+    contacted: std::collections::HashMap<TaskId, HashSet<AgentId>>,
 }
+
+/// Providers contacted directly per skill and round, at most.
+const DIRECT_ANNOUNCE_LIMIT: usize = 16;
 
 impl NodeActor {
     pub(super) fn on_kad(&mut self, event: kad::Event) {
@@ -43,6 +50,9 @@ impl NodeActor {
                 })) => {
                     if let Some((found, _)) = self.queries.providers.get_mut(&id) {
                         found.extend(providers.iter().copied());
+                    }
+                    if let Some(task_id) = self.queries.candidates.get(&id).copied() {
+                        self.announce_directly(task_id, &providers);
                     }
                     self.connect_to(providers);
                     if step.last {
@@ -74,7 +84,46 @@ impl NodeActor {
         }
     }
 
+    /// Looks up providers of skills a task still lacks agents for; each is sent the
+    /// announcement directly (see [`NodeActor::announce_directly`]).
+    pub(super) fn seek_candidates(&mut self, task_id: TaskId, skills: &[String]) {
+        for skill in skills {
+            let id = self.find_providers(skill);
+            self.queries.candidates.insert(id, task_id);
+        }
+    }
+
+    /// Sends a task's announcement straight to providers found in the DHT, for when
+    /// gossip does not reach them; they answer with offers as usual.
+    fn announce_directly(&mut self, task_id: TaskId, providers: &HashSet<PeerId>) {
+        let Some(announce) = self.agent.announcement(&task_id).cloned() else {
+            return;
+        };
+        let me = self.me;
+        let contacted = self.queries.contacted.entry(task_id).or_default();
+        let fresh: Vec<AgentId> = providers
+            .iter()
+            .filter_map(agent_of)
+            .filter(|a| *a != me && contacted.insert(*a))
+            .take(DIRECT_ANNOUNCE_LIMIT)
+            .collect();
+        for to in fresh {
+            debug!(task = %task_id, peer = %to, "announcing directly to a provider found in the DHT");
+            let outputs =
+                self.agent
+                    .send_message(now_ms(), to, Message::TaskAnnounce(announce.clone()));
+            self.carry(outputs);
+        }
+    }
+
+    /// Forgets per-task discovery state once a task is over.
+    pub(super) fn forget_task(&mut self, task_id: &TaskId) {
+        self.queries.contacted.remove(task_id);
+        self.queries.candidates.retain(|_, t| t != task_id);
+    }
+
     fn finish_provider_query(&mut self, id: kad::QueryId) {
+        self.queries.candidates.remove(&id);
         if let Some((found, reply)) = self.queries.providers.remove(&id) {
             let _ = reply.send(found.iter().filter_map(agent_of).collect());
         }

@@ -633,6 +633,7 @@ impl NodeActor {
                 results,
                 certificate,
             } => {
+                self.forget_task(task_id);
                 let done = FinishedTask {
                     task_id: *task_id,
                     outcome: outcome.clone(),
@@ -653,6 +654,13 @@ impl NodeActor {
                     self.finished.remove(&oldest);
                 }
                 self.finished.insert(*task_id, done);
+            }
+            Event::TaskAnnounced {
+                task_id,
+                round,
+                skills,
+            } if *round > 0 => {
+                self.seek_candidates(*task_id, skills);
             }
             Event::SkillLearned { skill, .. } => {
                 if let Some(store) = &self.store

@@ -137,3 +137,85 @@ async fn forged_dht_records_are_refused_before_storage() {
         assert_eq!(card.id, a.id());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_gossip_cannot_reach_are_found_in_the_dht_and_contacted_directly() {
+    use futures::StreamExt;
+    use libp2p::{kad, request_response, swarm::SwarmEvent};
+    use starling_protocol::{
+        Audience, Keypair, Message, Priority, SignedEnvelope, SkillRequirement, TaskSpec,
+    };
+
+    use crate::behaviour::StarlingEvent;
+
+    let hub = start(90, &[], &[]).await;
+    // A provider of "niche" that is not on the gossip topic: only the DHT knows it.
+    let raw_key = Keypair::from_secret_bytes([91; 32]);
+    let mut cfg = config(91, &[], &[]);
+    cfg.keypair = raw_key.clone();
+    let mut raw = crate::swarm::build(&cfg, &mut Default::default()).unwrap();
+    raw.dial(hub.listen_addrs()[0].clone()).unwrap();
+    let hub_peer = crate::swarm::peer_id_of(&hub.id()).unwrap();
+    raw.behaviour_mut()
+        .kad
+        .add_address(&hub_peer, hub.listen_addrs()[0].clone());
+    let mut provided = false;
+    let spec = TaskSpec {
+        description: "rare work".into(),
+        required: vec![SkillRequirement {
+            name: "niche".into(),
+            min_level: Level::Novice,
+            count: 1,
+        }],
+        priority: Priority::Normal,
+        deadline_ms: Some(30_000),
+        max_group_size: None,
+        depends_on: Vec::new(),
+        payload: Vec::new(),
+        consensus: false,
+    };
+    let mut task = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let received = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hub never contacted the provider directly"
+        );
+        let event = tokio::select! {
+            e = raw.select_next_some() => e,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if provided && task.is_none() {
+                    task = Some(hub.announce(spec.clone()).await.unwrap().0);
+                }
+                continue;
+            }
+        };
+        match event {
+            SwarmEvent::ConnectionEstablished { .. } if !provided => {
+                raw.behaviour_mut()
+                    .kad
+                    .start_providing(kad::RecordKey::new(&"/starling/skill/niche"))
+                    .unwrap();
+                provided = true;
+            }
+            SwarmEvent::Behaviour(StarlingEvent::Direct(request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let _ = raw.behaviour_mut().direct.send_response(channel, 1);
+                let env = SignedEnvelope::open(&request).unwrap();
+                if let Message::TaskAnnounce(a) = env.message {
+                    assert_eq!(env.sender, hub.id());
+                    assert_eq!(env.audience, Audience::Agent(raw_key.id()));
+                    break a;
+                }
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(Some(received.task_id), task);
+    assert!(received.round >= 1, "sent after gossip found nobody");
+}

@@ -150,6 +150,10 @@ pub enum Event {
         task_id: TaskId,
         /// 0 for the first announcement.
         round: u32,
+        /// The skills announced: all of them in round 0, then those still lacking
+        /// agents (the transport may look for their providers and announce to them
+        /// directly, in case gossip does not reach them).
+        skills: Vec<String>,
     },
     /// A task of ours waits for its dependencies.
     TaskWaiting {

@@ -280,11 +280,16 @@ impl Agent {
             );
         }
         debug!(task = ?task_id, skills = announce.required.len(), "announced");
+        let skills = announce.required.iter().map(|r| r.name.clone()).collect();
         self.coordinating.insert(
             task_id,
             Coordination::new(announce, self.now, &self.config, true),
         );
-        self.emit(Event::TaskAnnounced { task_id, round: 0 });
+        self.emit(Event::TaskAnnounced {
+            task_id,
+            round: 0,
+            skills,
+        });
         Ok(())
     }
 

@@ -193,12 +193,13 @@ impl Agent {
         c.collect_until = Some(self.now + self.config.offer_window_ms);
         let announce = c.announce.clone();
         let skills: Vec<String> = std::mem::take(&mut c.needs_announce).into_iter().collect();
-        for s in skills {
-            self.publish(skill_topic(&s), Message::TaskAnnounce(announce.clone()));
+        for s in &skills {
+            self.publish(skill_topic(s), Message::TaskAnnounce(announce.clone()));
         }
         self.emit(Event::TaskAnnounced {
             task_id,
             round: announce.round,
+            skills,
         });
     }
 
