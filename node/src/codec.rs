@@ -93,3 +93,24 @@ impl request_response::Codec for DirectCodec {
         io.close().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversize_frame_is_refused_before_reading_it() {
+        let mut claim = ((MAX_MESSAGE_BYTES + 1) as u32).to_be_bytes().to_vec();
+        claim.extend_from_slice(&[0; 16]);
+        let mut io = futures::io::Cursor::new(claim);
+        let err = futures::executor::block_on(read_frame(&mut io)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        let mut short = futures::io::Cursor::new([0u8, 0, 0, 10, 1, 2].to_vec());
+        assert!(futures::executor::block_on(read_frame(&mut short)).is_err());
+        let mut ok = futures::io::Cursor::new([0u8, 0, 0, 2, 7, 8].to_vec());
+        assert_eq!(
+            futures::executor::block_on(read_frame(&mut ok)).unwrap(),
+            vec![7, 8]
+        );
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`swarm`] — transports (TCP, QUIC, memory) under the agent's identity.
 //! - [`node`] — the event loop and [`Handle`].
 //! - [`handler`] — [`TaskHandler`] and [`SyntheticHandler`].
+//! - [`penalty`] — scoring peers down for bad direct input; bans.
 //! - [`store`] — what survives a restart (redb in the data directory).
 //! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
 //! - [`error`] — [`NodeError`].
@@ -23,6 +24,7 @@ pub mod error;
 pub mod handler;
 pub mod metrics;
 pub mod node;
+pub mod penalty;
 pub mod store;
 pub mod swarm;
 

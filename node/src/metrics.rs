@@ -24,6 +24,7 @@ pub struct Metrics {
     tasks_failed: Counter,
     members_failed: Counter,
     reassignments: Counter,
+    pub(crate) banned: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
 
@@ -81,7 +82,14 @@ impl Metrics {
             "Parts restarted on a replacement member",
             reassignments.clone(),
         );
+        let banned = Counter::default();
+        sub.register(
+            "peers_banned",
+            "Peers banned for repeated bad input",
+            banned.clone(),
+        );
         Metrics {
+            banned,
             registry: Arc::new(Mutex::new(registry)),
             messages_in,
             messages_out,

@@ -348,6 +348,7 @@ pub async fn spawn(
         metrics,
         queries: Default::default(),
         store,
+        penalties: Default::default(),
         saved_heads: BTreeMap::new(),
         finished: BTreeMap::new(),
         initial,
@@ -418,6 +419,7 @@ struct NodeActor {
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     queries: discovery::Queries,
     store: Option<Store>,
+    penalties: crate::penalty::Penalties,
     /// Heads of each group document as last saved.
     saved_heads: BTreeMap<TaskId, Vec<starling_crdt::ChangeHash>>,
     /// Outcomes of tasks this node finished (also kept in the store, if any).
@@ -655,6 +657,11 @@ impl NodeActor {
                 }
                 self.finished.insert(*task_id, done);
             }
+            Event::Misbehaviour { peer, .. } => {
+                if let Ok(p) = peer_id_of(peer) {
+                    self.penalise(p, 2.0);
+                }
+            }
             Event::TaskAnnounced {
                 task_id,
                 round,
@@ -811,7 +818,31 @@ impl NodeActor {
     fn refuse(&mut self, peer: Option<AgentId>, label: &'static str, reason: String) {
         warn!(peer = ?peer, %reason, "refused inbound message");
         self.metrics.refused(label);
+        // Replays and stale envelopes may be honest retransmissions: no penalty.
+        if !matches!(label, "replay" | "stale")
+            && let Some(p) = peer.and_then(|a| peer_id_of(&a).ok())
+        {
+            self.penalise(p, 1.0);
+        }
         let _ = self.events.send(NodeEvent::Refused { peer, reason });
+    }
+
+    /// Scores a peer down; past the threshold it is disconnected, blacklisted in
+    /// gossipsub and ignored for the ban period.
+    fn penalise(&mut self, peer: PeerId, points: f64) {
+        let now = Instant::now();
+        for lifted in self.penalties.expired(now) {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .remove_blacklisted_peer(&lifted);
+        }
+        if self.penalties.add(peer, points, now) {
+            warn!(%peer, "banning a peer for repeated bad input");
+            self.metrics.banned.inc();
+            self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     /// Verifies a gossip message once and tells gossipsub whether to forward it:
@@ -862,6 +893,10 @@ impl NodeActor {
     /// Verifies a direct envelope: signature, addressed to us, sent by the peer that
     /// delivered it, fresh and new.
     fn on_direct(&mut self, peer: PeerId, bytes: Vec<u8>) {
+        if self.penalties.is_banned(&peer, Instant::now()) {
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
         let from = agent_of(&peer);
         let me = Audience::Agent(self.me);
         let env = match SignedEnvelope::open(&bytes)
@@ -982,7 +1017,16 @@ impl NodeActor {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, %error, "inbound direct message failed");
+                // An oversize or truncated frame fails in the codec, before any envelope.
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.refuse(
+                        agent_of(&peer),
+                        "bad_frame",
+                        format!("bad direct frame: {error}"),
+                    );
+                } else {
+                    debug!(%peer, %error, "inbound direct message failed");
+                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }

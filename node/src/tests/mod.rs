@@ -6,5 +6,6 @@ mod direct;
 mod discovery;
 mod gossip;
 mod group;
+mod hostile;
 mod leave;
 mod persistence;
