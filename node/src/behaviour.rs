@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, ping, request_response,
-    swarm::NetworkBehaviour,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, ping,
+    request_response, swarm::NetworkBehaviour,
 };
 use starling_protocol::codec::MAX_MESSAGE_BYTES;
 
@@ -89,6 +89,9 @@ pub struct StarlingBehaviour {
     pub direct: request_response::Behaviour<DirectCodec>,
     /// Bounds on connections.
     pub limits: connection_limits::Behaviour,
+    /// Peers refused at the connection level: banned peers, and peers across a
+    /// simulated partition.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
 }
 
 /// Gossipsub message id: SHA-256 of the data (stable across implementations and
@@ -168,6 +171,7 @@ impl StarlingBehaviour {
             ping: ping::Behaviour::default(),
             direct,
             limits,
+            blocked: Default::default(),
         })
     }
 }

@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// Seed of the protocol's deterministic randomness. Default 0 (set per agent in
     /// simulations to replay runs).
     pub rng_seed: u64,
+    /// Faults on this node's links (partitions, latency, loss), shared by the nodes
+    /// of a simulated mesh. Default: none.
+    pub link_faults: Option<std::sync::Arc<crate::faults::LinkFaults>>,
 }
 
 impl NodeConfig {
@@ -68,6 +71,7 @@ impl NodeConfig {
             event_queue: 4096,
             replay_skew_ms: starling_protocol::replay::DEFAULT_SKEW_MS,
             rng_seed: 0,
+            link_faults: None,
         }
     }
 

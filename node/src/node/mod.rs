@@ -3,6 +3,7 @@
 //! carries out the protocol's outputs on the swarm.
 
 mod discovery;
+mod links;
 
 use std::{
     collections::BTreeMap,
@@ -73,6 +74,8 @@ pub struct GroupInfo {
     pub complete: bool,
     /// (skill, member, status) for every invited agent.
     pub members: Vec<(String, AgentId, starling_crdt::MemberStatus)>,
+    /// The document's heads: replicas with equal heads hold the same document.
+    pub heads: Vec<starling_crdt::ChangeHash>,
 }
 
 /// A task this node is involved in.
@@ -106,6 +109,13 @@ pub enum NodeEvent {
     PeerConnected(AgentId),
     /// Lost the last connection to a peer.
     PeerDisconnected(AgentId),
+    /// A task announcement arrived by gossip and verified.
+    AnnouncementReceived {
+        /// The task.
+        task_id: TaskId,
+        /// Its initiator (the envelope's signer).
+        from: AgentId,
+    },
     /// An inbound message was refused (bad signature, wrong audience, replay, …).
     Refused {
         /// The peer it came from (the forwarder, for gossip).
@@ -349,6 +359,7 @@ pub async fn spawn(
         queries: Default::default(),
         store,
         penalties: Default::default(),
+        links: links::Links::new(config.link_faults.clone(), config.rng_seed),
         saved_heads: BTreeMap::new(),
         finished: BTreeMap::new(),
         initial,
@@ -420,6 +431,7 @@ struct NodeActor {
     queries: discovery::Queries,
     store: Option<Store>,
     penalties: crate::penalty::Penalties,
+    links: links::Links,
     /// Heads of each group document as last saved.
     saved_heads: BTreeMap<TaskId, Vec<starling_crdt::ChangeHash>>,
     /// Outcomes of tasks this node finished (also kept in the store, if any).
@@ -460,6 +472,7 @@ impl NodeActor {
                 Some(report) = reports.recv() => self.on_report(report),
                 _ = tokio::time::sleep_until(wake) => self.on_wake(),
                 _ = discovery.tick() => self.discover(),
+                _ = links::Links::changed(self.links.changes_mut()) => self.on_links_changed(),
             }
         }
         for (_, job) in std::mem::take(&mut self.executors) {
@@ -499,7 +512,7 @@ impl NodeActor {
             .next_deadline()
             .map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now)));
         let retry = self.retries.iter().map(|(t, _)| *t).min();
-        [agent, retry]
+        [agent, retry, self.links.next_due()]
             .into_iter()
             .flatten()
             .min()
@@ -515,6 +528,7 @@ impl NodeActor {
         for (_, send) in due {
             self.send_direct(send);
         }
+        self.deliver_due();
         if self.agent.next_deadline().is_some_and(|d| d <= now_ms()) {
             self.feed(Input::Tick);
         }
@@ -769,6 +783,7 @@ impl NodeActor {
                             coordinator: AgentId::from(view.coordinator()),
                             status: view.status,
                             complete: view.is_complete(),
+                            heads: self.agent.group(t)?.heads(),
                             members: view
                                 .members
                                 .values()
@@ -832,16 +847,16 @@ impl NodeActor {
     fn penalise(&mut self, peer: PeerId, points: f64) {
         let now = Instant::now();
         for lifted in self.penalties.expired(now) {
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .remove_blacklisted_peer(&lifted);
+            let b = self.swarm.behaviour_mut();
+            b.gossipsub.remove_blacklisted_peer(&lifted);
+            b.blocked.unblock_peer(lifted);
         }
         if self.penalties.add(peer, points, now) {
             warn!(%peer, "banning a peer for repeated bad input");
             self.metrics.banned.inc();
-            self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
+            let b = self.swarm.behaviour_mut();
+            b.gossipsub.blacklist_peer(&peer);
+            b.blocked.block_peer(peer);
         }
     }
 
@@ -851,6 +866,7 @@ impl NodeActor {
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         let topic = Audience::Topic(message.topic.as_str().to_string());
+        self.metrics.verifications.inc();
         let verdict = SignedEnvelope::open(&message.data)
             .and_then(|env| env.check_audience(&topic).map(|()| env))
             .map_err(|e| (Reject, refusal_reason(&e), e.to_string()))
@@ -875,6 +891,12 @@ impl NodeActor {
                     .gossipsub
                     .report_message_validation_result(&id, &source, Accept);
                 self.metrics.message_in(env.message.kind());
+                if let Message::TaskAnnounce(a) = &env.message {
+                    let _ = self.events.send(NodeEvent::AnnouncementReceived {
+                        task_id: a.task_id,
+                        from: env.sender,
+                    });
+                }
                 self.feed(Input::Received {
                     from: env.sender,
                     message: env.message,
@@ -899,6 +921,7 @@ impl NodeActor {
         }
         let from = agent_of(&peer);
         let me = Audience::Agent(self.me);
+        self.metrics.verifications.inc();
         let env = match SignedEnvelope::open(&bytes)
             .and_then(|env| env.check_audience(&me).map(|()| env))
         {
@@ -939,10 +962,15 @@ impl NodeActor {
                 propagation_source,
                 message_id,
                 message,
-            })) => self.on_gossip(propagation_source, message_id, message),
+            })) => self.inbound(links::Inbound::Gossip {
+                source: propagation_source,
+                id: message_id,
+                message,
+            }),
             SwarmEvent::Behaviour(StarlingEvent::Direct(event)) => self.on_direct_event(event),
             SwarmEvent::Behaviour(StarlingEvent::Identify(event)) => {
                 if let identify::Event::Received { peer_id, info, .. } = *event {
+                    self.links.learned(peer_id, &info.listen_addrs);
                     for addr in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
@@ -958,8 +986,17 @@ impl NodeActor {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    self.links.learned(peer_id, &[addr]);
+                }
+                // A connection across a partition is closed before anyone uses it.
+                if self.check_link(peer_id) {
+                    return;
+                }
                 if num_established.get() == 1
                     && let Some(a) = agent_of(&peer_id)
                 {
@@ -992,7 +1029,10 @@ impl NodeActor {
                     request, channel, ..
                 } => {
                     let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
-                    self.on_direct(peer, request);
+                    self.inbound(links::Inbound::Direct {
+                        peer,
+                        bytes: request,
+                    });
                 }
                 request_response::Message::Response { request_id, .. } => {
                     self.sends.remove(&request_id);
