@@ -141,7 +141,13 @@ impl StarlingBehaviour {
         kad_config
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .disjoint_query_paths(true)
-            .set_query_timeout(Duration::from_secs(30));
+            .set_query_timeout(Duration::from_secs(30))
+            // Records of agents that left expire within half an hour; live agents'
+            // are republished by Kademlia every ten minutes.
+            .set_record_ttl(Some(Duration::from_secs(30 * 60)))
+            .set_publication_interval(Some(Duration::from_secs(10 * 60)))
+            .set_provider_record_ttl(Some(Duration::from_secs(30 * 60)))
+            .set_provider_publication_interval(Some(Duration::from_secs(10 * 60)));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));

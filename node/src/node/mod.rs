@@ -45,6 +45,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Publications kept for a topic that has no subscriber yet, at most.
+const UNSENT_LIMIT: usize = 256;
+/// How long such a publication waits for a subscriber (well inside the receivers'
+/// freshness window).
+const UNSENT_FOR: Duration = Duration::from_secs(10);
+
 /// Outcomes kept in memory for `Handle::task` (the store keeps all of them).
 const FINISHED_IN_MEMORY: usize = 10_000;
 
@@ -365,6 +371,8 @@ pub async fn spawn(
         initial,
         listen_addrs: listen_addrs.clone(),
         discovered_with_peers: false,
+        discovery_runs: 0,
+        unsent: Vec::new(),
         config,
     };
     let registry = actor.registry.clone();
@@ -441,6 +449,10 @@ struct NodeActor {
     listen_addrs: Vec<Multiaddr>,
     /// Whether discovery has run with at least one peer in the routing table.
     discovered_with_peers: bool,
+    /// Discovery rounds run with peers (see `discover`).
+    discovery_runs: u32,
+    /// Publications no subscriber was known for: (topic, envelope, when).
+    unsent: Vec<(String, Vec<u8>, Instant)>,
     config: NodeConfig,
 }
 
@@ -581,18 +593,24 @@ impl NodeActor {
                 } => {
                     self.metrics.message_out(kind);
                     let t = gossipsub::IdentTopic::new(topic.clone());
+                    let bytes = envelope.into_bytes();
                     match self
                         .swarm
                         .behaviour_mut()
                         .gossipsub
-                        .publish(t, envelope.into_bytes())
+                        .publish(t, bytes.clone())
                     {
                         Ok(_) => trace!(%topic, kind, "published"),
                         Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                            debug!(%topic, "no subscribers known yet; looking for providers");
+                            debug!(%topic, reason = "no subscribers", "looking up providers");
                             if let Some(skill) = topic.strip_prefix("starling/v1/skill/") {
                                 self.find_providers(skill);
                             }
+                            // Published again as soon as a subscriber connects.
+                            if self.unsent.len() >= UNSENT_LIMIT {
+                                self.unsent.remove(0);
+                            }
+                            self.unsent.push((topic, bytes, Instant::now()));
                         }
                         Err(e) => warn!(%topic, error = %e, "publish failed"),
                     }
@@ -606,6 +624,27 @@ impl NodeActor {
                     });
                 }
                 Output::Emit(event) => self.on_agent_event(event),
+            }
+        }
+    }
+
+    /// A peer subscribed to `topic`: publish what was waiting for a subscriber there.
+    fn publish_unsent(&mut self, topic: &gossipsub::TopicHash) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.unsent
+            .retain(|(_, _, at)| now.duration_since(*at) < UNSENT_FOR);
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent)
+            .into_iter()
+            .partition(|(t, _, _)| t.as_str() == topic.as_str());
+        self.unsent = keep;
+        for (t, bytes, _) in due {
+            let ident = gossipsub::IdentTopic::new(t.clone());
+            match self.swarm.behaviour_mut().gossipsub.publish(ident, bytes) {
+                Ok(_) => debug!(topic = %t, "published once a subscriber appeared"),
+                Err(e) => debug!(topic = %t, error = %e, "late publish failed"),
             }
         }
     }
@@ -967,6 +1006,10 @@ impl NodeActor {
                 id: message_id,
                 message,
             }),
+            SwarmEvent::Behaviour(StarlingEvent::Gossipsub(gossipsub::Event::Subscribed {
+                topic,
+                ..
+            })) => self.publish_unsent(&topic),
             SwarmEvent::Behaviour(StarlingEvent::Direct(event)) => self.on_direct_event(event),
             SwarmEvent::Behaviour(StarlingEvent::Identify(event)) => {
                 if let identify::Event::Received { peer_id, info, .. } = *event {
