@@ -16,7 +16,10 @@
 //! - [`store`] — what survives a restart (redb in the data directory).
 //! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
 //! - [`error`] — [`NodeError`].
+//! - [`app`] — the `starling` binary: config file, handlers, control API, CLI
+//!   commands.
 
+pub mod app;
 pub mod behaviour;
 pub mod codec;
 pub mod config;
