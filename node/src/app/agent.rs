@@ -40,8 +40,52 @@ fn local_addr(l: &TcpListener, field: &str) -> Result<SocketAddr> {
     })
 }
 
+/// Fails if another socket holds a listen address's port. libp2p binds TCP with
+/// `SO_REUSEPORT`, so a second agent on a taken port would otherwise share it
+/// silently, each getting some of the incoming connections.
+fn probe_ports(listen: &[Multiaddr]) -> Result<()> {
+    for addr in listen {
+        let mut ip = None;
+        let mut socket = None;
+        for p in addr.iter() {
+            match p {
+                Protocol::Ip4(a) => ip = Some(std::net::IpAddr::V4(a)),
+                Protocol::Ip6(a) => ip = Some(std::net::IpAddr::V6(a)),
+                Protocol::Tcp(port) if port != 0 => socket = Some((port, true)),
+                Protocol::Udp(port) if port != 0 => socket = Some((port, false)),
+                _ => {}
+            }
+        }
+        let (Some(ip), Some((port, tcp))) = (ip, socket) else {
+            continue;
+        };
+        let at = SocketAddr::new(ip, port);
+        let taken = if tcp {
+            std::net::TcpListener::bind(at).err()
+        } else {
+            std::net::UdpSocket::bind(at).err()
+        };
+        if let Some(e) = taken {
+            let reason = if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "{} port {port} is in use by another process",
+                    if tcp { "TCP" } else { "UDP" }
+                )
+            } else {
+                e.to_string()
+            };
+            return Err(NodeError::Listen {
+                addr: addr.to_string(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs the agent until a signal (or the node stops by itself).
 pub async fn run(plan: AgentPlan, out: &Out) -> Result<()> {
+    probe_ports(&plan.node.listen)?;
     let api_listener = bind(plan.control_api, "control_api").await?;
     let metrics_listener = match plan.metrics {
         Some(a) => Some(bind(a, "metrics").await?),

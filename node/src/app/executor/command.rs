@@ -217,3 +217,110 @@ impl TaskHandler for CommandHandler {
         Box::pin(self.clone().execute(assignment, progress))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::ExecutorReport;
+    use starling_protocol::{AgentId, TaskId};
+    use tokio::sync::mpsc;
+
+    fn assignment(payload: &str) -> Assignment {
+        Assignment {
+            task_id: TaskId {
+                initiator: AgentId([7; 32]),
+                seq: 1,
+            },
+            skill: "s".into(),
+            metrics: None,
+            description: "d".into(),
+            payload: payload.as_bytes().to_vec(),
+            resume_from: Some(b"cp".to_vec()),
+            deadline_ms: 0,
+        }
+    }
+
+    fn sh(script: &str, timeout: Duration) -> CommandHandler {
+        CommandHandler::new(vec!["sh".into(), "-c".into(), script.into()], timeout)
+    }
+
+    async fn run(h: CommandHandler, payload: &str) -> (PartOutcome, Vec<ExecutorReport>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let a = assignment(payload);
+        let sink = ProgressSink::new(a.task_id, tx);
+        let outcome = h.run(a, sink).await;
+        let mut reports = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            reports.push(r);
+        }
+        (outcome, reports)
+    }
+
+    #[tokio::test]
+    async fn stdin_stdout_progress_checkpoints_and_environment() {
+        let script = r#"echo "progress 0.25" >&2; echo "checkpoint aGk=" >&2;
+            echo "progress 7" >&2; echo "just talk" >&2;
+            printf '%s|%s|%s|' "$STARLING_SKILL" "$STARLING_RESUME_FROM" "$STARLING_DESCRIPTION"; cat"#;
+        let (outcome, reports) = run(sh(script, Duration::from_secs(20)), "in put").await;
+        assert!(outcome.success, "{outcome:?}");
+        assert_eq!(
+            String::from_utf8(outcome.output).unwrap(),
+            "s|Y3A=|d|in put"
+        );
+        let task_id = assignment("").task_id;
+        assert_eq!(
+            reports,
+            vec![
+                ExecutorReport::Progress {
+                    task_id,
+                    progress: 0.25,
+                    checkpoint: None
+                },
+                ExecutorReport::Progress {
+                    task_id,
+                    progress: 0.25,
+                    checkpoint: Some(b"hi".to_vec())
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn exit_codes_timeouts_and_missing_programs_fail_the_part() {
+        let (outcome, _) = run(sh("echo oops >&2; exit 3", Duration::from_secs(20)), "").await;
+        assert!(!outcome.success);
+        let why = String::from_utf8(outcome.output).unwrap();
+        assert!(
+            why.contains("exit status: 3") && why.contains("oops"),
+            "{why}"
+        );
+
+        let started = std::time::Instant::now();
+        let (outcome, _) = run(sh("sleep 30", Duration::from_millis(300)), "").await;
+        assert!(!outcome.success);
+        let why = String::from_utf8(outcome.output).unwrap();
+        assert!(why.contains("killed"), "{why}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the timeout did not stop it"
+        );
+
+        let missing = CommandHandler::new(vec!["/no/such/program".into()], Duration::from_secs(5));
+        let (outcome, _) = run(missing, "").await;
+        assert!(!outcome.success);
+        assert!(
+            String::from_utf8(outcome.output)
+                .unwrap()
+                .contains("cannot start")
+        );
+
+        let big = format!("head -c {} /dev/zero", MAX_RESULT + 10);
+        let (outcome, _) = run(sh(&big, Duration::from_secs(20)), "").await;
+        assert!(!outcome.success);
+        assert!(
+            String::from_utf8(outcome.output)
+                .unwrap()
+                .contains("more than 32 KiB")
+        );
+    }
+}
