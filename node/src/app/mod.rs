@@ -10,7 +10,8 @@
 //! - [`api`] — the control API (axum).
 //! - [`wire`] — the API's JSON shapes.
 //! - [`client`] — the HTTP client of the CLI commands.
-//! - [`commands`] — `task …`, `peers`, `groups`, `watch`.
+//! - [`commands`] — `task …`, `peers`, `groups`.
+//! - [`watch`] — `watch`: the event stream for people.
 
 pub mod agent;
 pub mod api;
@@ -20,6 +21,7 @@ pub mod commands;
 pub mod executor;
 pub mod settings;
 pub mod tracker;
+pub mod watch;
 pub mod wire;
 
 use std::{io::Write, process::ExitCode};
@@ -88,7 +90,7 @@ async fn dispatch(command: CliCommand, plan: Option<AgentPlan>, out: &Out) -> Re
         },
         CliCommand::Peers { api, json } => commands::peers(&api, json, out).await,
         CliCommand::Groups { api, json } => commands::groups(&api, json, out).await,
-        CliCommand::Watch { api, json } => commands::watch(&api, json, out).await,
+        CliCommand::Watch { api, json } => watch::watch(&api, json, out).await,
     }
 }
 

@@ -192,6 +192,8 @@ fn a_token_guards_the_api() {
         "127.0.0.1:0",
         "--api-token",
         "s3cret-token",
+        "--metrics",
+        "127.0.0.1:0",
     ])
     .env_remove("STARLING_API_TOKEN");
     let mut proc = Proc::spawn("agent", cmd);
@@ -199,6 +201,17 @@ fn a_token_guards_the_api() {
     assert!(line.ends_with(" bearer-token-required"), "{line}");
     let url = line.split(' ').nth(1).unwrap().to_string();
     let api = url.trim_start_matches("http://").to_string();
+    // Metrics have their own address, for scrapers (no token there).
+    let metrics = proc.wait_line("metrics", |l| l.starts_with("metrics "));
+    let metrics = metrics.trim_start_matches("metrics http://");
+    let (metrics_addr, metrics_path) = metrics.split_once('/').unwrap();
+    let scraped = get(metrics_addr, &format!("/{metrics_path}"));
+    assert_eq!(scraped.status, 200, "{scraped:?}");
+    assert!(
+        scraped.body.contains("starling_groups_formed"),
+        "{}",
+        scraped.body
+    );
 
     let refused = get(&api, "/v1/peers");
     assert_eq!(
