@@ -112,6 +112,9 @@ fn announce_body(args: &AnnounceArgs) -> Result<Value> {
     Ok(body)
 }
 
+/// How often `--wait` asks for the task's state besides following events.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
 /// A progress bar on stderr: redrawn in place on a terminal, a line per change
 /// otherwise.
 struct Bar {
@@ -191,7 +194,16 @@ pub async fn announce(args: &AnnounceArgs, out: &Out) -> Result<()> {
             }
             continue;
         }
-        let Some((kind, v)) = events.next().await? else {
+        // Ask now and then too: a task another agent took over finishes there.
+        let next = tokio::time::timeout(STATUS_EVERY, events.next()).await;
+        let Ok(next) = next else {
+            let task = api.get(&path).await?;
+            if matches!(text(&task, "state").as_str(), "completed" | "failed") {
+                break;
+            }
+            continue;
+        };
+        let Some((kind, v)) = next? else {
             stream_open = false;
             continue;
         };
