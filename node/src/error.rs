@@ -39,6 +39,69 @@ pub enum NodeError {
     /// The protocol refused a command.
     #[error(transparent)]
     Protocol(#[from] starling_protocol::ProtocolError),
+    /// A setting of the `starling` binary (config file or flag) is invalid; the
+    /// field is named as the config file spells it.
+    #[error("invalid config: {field}: {reason}")]
+    Setting {
+        /// The field, e.g. `skills[1].level` or `handlers.echo.command`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The config file cannot be read or is not valid TOML of the expected shape.
+    #[error("config file {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// What is wrong (the TOML parser names the key and the line).
+        reason: String,
+    },
+    /// A file or socket operation of the binary failed.
+    #[error("{what}: {reason}")]
+    Io {
+        /// What was being done, e.g. `cannot listen on 127.0.0.1:7401 (control_api)`.
+        what: String,
+        /// The operating system's answer.
+        reason: String,
+    },
+    /// The control API could not be reached or answered something unreadable.
+    #[error("control API at {url}: {reason}")]
+    Http {
+        /// The API's base URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The control API refused a request.
+    #[error("control API answered {status}: {message}")]
+    Api {
+        /// The HTTP status code.
+        status: u16,
+        /// The error message from the JSON body.
+        message: String,
+    },
+    /// A task the command waited for failed.
+    #[error("task {task} failed: {reason}")]
+    TaskFailed {
+        /// The task id.
+        task: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl NodeError {
+    /// The process exit code the `starling` binary uses for this error: 2 for a bad
+    /// configuration or invocation (the user must change something), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NodeError::Config { .. } | NodeError::Setting { .. } | NodeError::ConfigFile { .. } => {
+                2
+            }
+            NodeError::Protocol(starling_protocol::ProtocolError::Config { .. }) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Result alias for this crate.

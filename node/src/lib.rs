@@ -17,7 +17,10 @@
 //! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
 //! - [`faults`] — partitions, latency and loss on in-process links (simulation).
 //! - [`error`] — [`NodeError`].
+//! - [`app`] — the `starling` binary: config file, handlers, control API, CLI
+//!   commands.
 
+pub mod app;
 pub mod behaviour;
 pub mod codec;
 pub mod config;
