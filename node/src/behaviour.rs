@@ -177,7 +177,9 @@ impl StarlingBehaviour {
             gossipsub,
             kad,
             identify,
-            ping: ping::Behaviour::default(),
+            // Liveness of group members is the protocol's heartbeats' job; ping only
+            // keeps idle links honest, so once a minute is enough (default: 15 s).
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(60))),
             direct,
             limits,
             blocked: Default::default(),

@@ -10,7 +10,7 @@ use crate::{SimError, SimOptions, Transport, bench, run};
 /// bootstrapped through the DHT, a seeded workload of tasks, optional faults — then a
 /// report of latency, throughput, completion and cost.
 ///
-/// With no arguments: 100 agents, 12 skills, 400 tasks at 1,000 tasks/min.
+/// With no arguments: 100 agents, 12 skills, 300 tasks at 600 tasks/min.
 #[derive(Debug, Parser)]
 #[command(name = "starling-sim", version, about, long_about)]
 pub struct Cli {
@@ -52,10 +52,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100)]
     pub agents: usize,
     /// Tasks to announce.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 300)]
     pub tasks: usize,
     /// Announcement rate, tasks per minute.
-    #[arg(long, default_value_t = 1000.0)]
+    #[arg(long, default_value_t = 600.0)]
     pub rate: f64,
     /// Distinct skills (each agent holds 1–4 of them).
     #[arg(long, default_value_t = 12)]
@@ -112,7 +112,8 @@ pub struct RunArgs {
     /// Write the report as JSON to this file too.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write all agents' metrics, summed, to this file (Prometheus text format).
+    /// Write all agents' metrics, summed, as accrued during the workload, to this
+    /// file (Prometheus text format).
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
     /// No progress bar.

@@ -32,3 +32,6 @@ pub use error::SimError;
 pub use options::{SimOptions, Transport};
 pub use report::Report;
 pub use run::run;
+
+#[cfg(test)]
+mod tests;

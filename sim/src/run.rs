@@ -284,7 +284,7 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     let peak_rss_mib = resources::peak_rss_bytes().unwrap_or(0) as f64 / (1 << 20) as f64;
     let texts = mesh.all_metrics();
     if let Some(path) = &opts.metrics {
-        std::fs::write(path, summed_metrics(&texts)).map_err(|e| SimError::Write {
+        std::fs::write(path, summed_metrics(&texts, &texts0)).map_err(|e| SimError::Write {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
@@ -361,21 +361,27 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     })
 }
 
-/// Every sample line of the agents' metrics, summed over the agents by series.
-fn summed_metrics(texts: &[String]) -> String {
-    let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
-    for line in texts.iter().flat_map(|t| t.lines()) {
-        if line.starts_with('#') {
-            continue;
+/// Every sample line of the agents' metrics, summed over the agents by series, less
+/// what the same series held when the workload started (`before`).
+fn summed_metrics(texts: &[String], before: &[String]) -> String {
+    let sum = |texts: &[String]| {
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        for line in texts.iter().flat_map(|t| t.lines()) {
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some((series, value)) = line.rsplit_once(' ')
+                && let Ok(v) = value.parse::<f64>()
+            {
+                *sums.entry(series.to_string()).or_default() += v;
+            }
         }
-        if let Some((series, value)) = line.rsplit_once(' ')
-            && let Ok(v) = value.parse::<f64>()
-        {
-            *sums.entry(series).or_default() += v;
-        }
-    }
-    sums.into_iter()
-        .map(|(k, v)| format!("{k} {v}\n"))
+        sums
+    };
+    let start = sum(before);
+    sum(texts)
+        .into_iter()
+        .map(|(k, v)| format!("{k} {}\n", v - start.get(&k).copied().unwrap_or(0.0)))
         .collect()
 }
 

@@ -719,7 +719,10 @@ impl NodeActor {
                 task_id,
                 round,
                 skills,
-            } if *round > 0 => {
+            } if round.is_power_of_two() => {
+                // Rounds 1, 2, 4, 8 …: under load every round would mean a DHT lookup
+                // and a dozen direct announcements per lacking skill, which only
+                // deepens the overload that made offers late in the first place.
                 self.seek_candidates(*task_id, skills);
             }
             Event::SkillLearned { skill, .. } => {
