@@ -30,7 +30,7 @@ pub struct SimOptions {
     /// Agents in the mesh. Default 100: a realistic team of agents, and what the
     /// benchmark's headline figures use.
     pub agents: usize,
-    /// Tasks announced. Default 300: enough for stable p99s, announced over 30 s.
+    /// Tasks announced. Default 240: enough for stable p99s, announced over 24 s.
     pub tasks: usize,
     /// Announcement rate, tasks per minute, spread over the honest agents. Default
     /// 600: what 100 agents in one process on two cores carry with room to spare
@@ -89,7 +89,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             agents: 100,
-            tasks: 300,
+            tasks: 240,
             rate: 600.0,
             skills: 12,
             group_size: 5,
