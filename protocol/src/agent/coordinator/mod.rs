@@ -293,6 +293,38 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether the task's document names this agent as its coordinator now.
+    pub(in crate::agent) fn in_charge(&self, task_id: &TaskId) -> bool {
+        self.docs
+            .get(task_id)
+            .and_then(|d| d.view().ok())
+            .is_some_and(|v| v.coordinator() == self.id.key())
+    }
+
+    /// Stops coordinating a task the document hands to another agent: a majority of
+    /// the group suspected this one (it was paused, overloaded or cut off) and a
+    /// member took over. The new coordinator finishes the task; if this one carried
+    /// on too, the task would be finished twice, possibly with different results.
+    pub(in crate::agent) fn step_down(&mut self, task_id: TaskId) {
+        let Some(coordinator) = self
+            .docs
+            .get(&task_id)
+            .and_then(|d| d.view().ok())
+            .map(|v| AgentId::from(v.coordinator()))
+        else {
+            return;
+        };
+        if self.coordinating.remove(&task_id).is_none() {
+            return;
+        }
+        debug!(task = ?task_id, peer = %coordinator, "replaced as coordinator; stepping down");
+        self.emit(Event::CoordinatorChanged {
+            task_id,
+            coordinator,
+        });
+        self.close_doc_if_unused(task_id);
+    }
+
     /// Becomes coordinator of a task this agent is a member of (after a takeover).
     pub(super) fn resume_coordination(&mut self, task_id: TaskId, announce: TaskAnnounce) {
         let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) else {
