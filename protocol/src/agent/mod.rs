@@ -514,9 +514,12 @@ impl Agent {
             .coordinating
             .get(&task_id)
             .is_some_and(|c| !c.is_done())
-            && !self.in_charge(&task_id)
         {
-            self.step_down(task_id);
+            if !self.in_charge(&task_id) {
+                self.step_down(task_id);
+            } else {
+                self.adopt_recorded_outcome(task_id);
+            }
         }
         if self.coordinating.contains_key(&task_id) {
             self.coord_progress(task_id);
