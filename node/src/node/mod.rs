@@ -30,6 +30,7 @@ use tracing::{Instrument, debug, info, trace, warn};
 use crate::{
     NodeConfig, NodeError, Result,
     behaviour::{StarlingBehaviour, StarlingEvent},
+    codec::DirectFrame,
     handler::{ExecutorReport, ProgressSink, TaskHandler},
     metrics::{Metrics, encode_text, refusal_reason},
     store::Store,
@@ -604,7 +605,7 @@ impl NodeActor {
             .swarm
             .behaviour_mut()
             .direct
-            .send_request(&peer, send.bytes.clone());
+            .send_request(&peer, DirectFrame::Envelope(send.bytes.clone()));
         self.sends.insert(id, send);
     }
 
@@ -985,15 +986,21 @@ impl NodeActor {
         }
     }
 
-    fn on_direct_event(&mut self, event: request_response::Event<Vec<u8>, u8>) {
+    fn on_direct_event(&mut self, event: request_response::Event<DirectFrame, u8>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => {
-                    let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
-                    self.on_direct(peer, request);
-                }
+                } => match request {
+                    DirectFrame::Envelope(bytes) => {
+                        let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
+                        self.on_direct(peer, bytes);
+                    }
+                    DirectFrame::Refused(reason) => {
+                        let reason = format!("bad direct frame: {reason}");
+                        self.refuse(agent_of(&peer), "bad_frame", reason);
+                    }
+                },
                 request_response::Message::Response { request_id, .. } => {
                     self.sends.remove(&request_id);
                 }
@@ -1017,16 +1024,9 @@ impl NodeActor {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                // An oversize or truncated frame fails in the codec, before any envelope.
-                if matches!(error, request_response::InboundFailure::Io(_)) {
-                    self.refuse(
-                        agent_of(&peer),
-                        "bad_frame",
-                        format!("bad direct frame: {error}"),
-                    );
-                } else {
-                    debug!(%peer, %error, "inbound direct message failed");
-                }
+                // Oversize frames arrive as `DirectFrame::Refused`; what fails here is
+                // the stream itself (closed, timed out).
+                debug!(%peer, %error, "inbound direct message failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
