@@ -338,6 +338,10 @@ pub async fn spawn(
         agent,
         me,
         replay,
+        broadcasts: crate::flood::BroadcastLimiter::new(
+            config.broadcast_rate,
+            config.broadcast_burst,
+        ),
         events: events.clone(),
         handler,
         exec_tx,
@@ -409,6 +413,7 @@ struct NodeActor {
     agent: Agent,
     me: AgentId,
     replay: ReplayGuard,
+    broadcasts: crate::flood::BroadcastLimiter,
     events: broadcast::Sender<NodeEvent>,
     handler: Arc<dyn TaskHandler>,
     exec_tx: mpsc::Sender<ExecutorReport>,
@@ -819,8 +824,9 @@ impl NodeActor {
     fn refuse(&mut self, peer: Option<AgentId>, label: &'static str, reason: String) {
         warn!(peer = ?peer, %reason, "refused inbound message");
         self.metrics.refused(label);
-        // Replays and stale envelopes may be honest retransmissions: no penalty.
-        if !matches!(label, "replay" | "stale")
+        // Replays and stale envelopes may be honest retransmissions, and a flood may
+        // reach us through an honest forwarder (gossipsub scores that): no penalty.
+        if !matches!(label, "replay" | "stale" | "flood")
             && let Some(p) = peer.and_then(|a| peer_id_of(&a).ok())
         {
             self.penalise(p, 1.0);
@@ -860,6 +866,14 @@ impl NodeActor {
                     .check(env.sender, env.seq, env.sent_at_ms, now_ms())
                     .map(|()| env)
                     .map_err(|e| (Ignore, refusal_reason(&e), e.to_string()))
+            })
+            .and_then(|env| {
+                if self.broadcasts.allow(env.sender, Instant::now()) {
+                    Ok(env)
+                } else {
+                    let reason = format!("{} exceeds its broadcast budget", env.sender);
+                    Err((Reject, "flood", reason))
+                }
             })
             .and_then(|env| match env.message {
                 Message::TaskAnnounce(_) | Message::Alert { .. } => Ok(env),
