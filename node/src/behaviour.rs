@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identify, identity, kad, ping, request_response,
-    swarm::NetworkBehaviour,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, identity, kad, ping,
+    request_response, swarm::NetworkBehaviour,
 };
 use starling_protocol::codec::MAX_MESSAGE_BYTES;
 
@@ -92,6 +92,9 @@ pub struct StarlingBehaviour {
     pub direct: request_response::Behaviour<DirectCodec>,
     /// Bounds on connections.
     pub limits: connection_limits::Behaviour,
+    /// Peers refused at the connection level: banned peers, and peers across a
+    /// simulated partition.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
 }
 
 /// Gossipsub message id: SHA-256 of the data (stable across implementations and
@@ -141,7 +144,13 @@ impl StarlingBehaviour {
         kad_config
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .disjoint_query_paths(true)
-            .set_query_timeout(Duration::from_secs(30));
+            .set_query_timeout(Duration::from_secs(30))
+            // Records of agents that left expire within half an hour; live agents'
+            // are republished by Kademlia every ten minutes.
+            .set_record_ttl(Some(Duration::from_secs(30 * 60)))
+            .set_publication_interval(Some(Duration::from_secs(10 * 60)))
+            .set_provider_record_ttl(Some(Duration::from_secs(30 * 60)))
+            .set_provider_publication_interval(Some(Duration::from_secs(10 * 60)));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
@@ -171,6 +180,7 @@ impl StarlingBehaviour {
             ping: ping::Behaviour::default(),
             direct,
             limits,
+            blocked: Default::default(),
         })
     }
 }

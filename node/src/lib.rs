@@ -16,12 +16,14 @@
 //! - [`flood`] — per-sender broadcast budgets against announcement floods.
 //! - [`store`] — what survives a restart (redb in the data directory).
 //! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
+//! - [`faults`] — partitions, latency and loss on in-process links (simulation).
 //! - [`error`] — [`NodeError`].
 
 pub mod behaviour;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod flood;
 pub mod handler;
 pub mod metrics;
@@ -32,6 +34,7 @@ pub mod swarm;
 
 pub use config::NodeConfig;
 pub use error::{NodeError, Result};
+pub use faults::LinkFaults;
 pub use handler::{PartFuture, PartOutcome, ProgressSink, SyntheticHandler, TaskHandler};
 pub use node::{FinishedTask, GroupInfo, Handle, NodeEvent, PeerInfo, TaskInfo, spawn};
 

@@ -25,6 +25,7 @@ pub struct Metrics {
     members_failed: Counter,
     reassignments: Counter,
     pub(crate) banned: Counter,
+    pub(crate) verifications: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
 
@@ -88,8 +89,15 @@ impl Metrics {
             "Peers banned for repeated bad input",
             banned.clone(),
         );
+        let verifications = Counter::default();
+        sub.register(
+            "signature_verifications",
+            "Envelope signatures checked (one per distinct inbound message)",
+            verifications.clone(),
+        );
         Metrics {
             banned,
+            verifications,
             registry: Arc::new(Mutex::new(registry)),
             messages_in,
             messages_out,

@@ -88,6 +88,7 @@ impl NodeActor {
     /// announcement directly (see [`NodeActor::announce_directly`]).
     pub(super) fn seek_candidates(&mut self, task_id: TaskId, skills: &[String]) {
         for skill in skills {
+            debug!(task = %task_id, %skill, reason = "candidates", "looking up providers");
             let id = self.find_providers(skill);
             self.queries.candidates.insert(id, task_id);
         }
@@ -187,13 +188,17 @@ impl NodeActor {
         }
     }
 
-    /// Dials providers we are not connected to, so their skill topics have a mesh.
+    /// Dials a few providers we are not connected to, so their skill topics have a
+    /// mesh (a mesh needs `mesh_n` peers; a few more give gossip spare paths).
     fn connect_to(&mut self, providers: HashSet<PeerId>) {
         let me = *self.swarm.local_peer_id();
-        for p in providers {
-            if p != me && !self.swarm.is_connected(&p) {
-                let _ = self.swarm.dial(p);
-            }
+        let mut fresh: Vec<PeerId> = providers
+            .into_iter()
+            .filter(|p| *p != me && !self.swarm.is_connected(p))
+            .collect();
+        fresh.sort();
+        for p in fresh.into_iter().take(self.config.mesh_n * 2) {
+            let _ = self.swarm.dial(p);
         }
     }
 
@@ -219,8 +224,52 @@ impl NodeActor {
 
     /// Publishes this agent's signed card, provides its skills and looks for other
     /// providers of them. Runs at start, when the routing table first fills, and every
-    /// discovery interval.
+    /// discovery interval — but does only what is due, so an idle mesh stays quiet:
+    /// card and provider records go out on the 1st, 2nd, 4th, 8th … 64th run (the
+    /// DHT's closest nodes change as the mesh grows), after which Kademlia republishes
+    /// them itself; providers of a skill are looked up only while its topic's mesh is
+    /// short of peers.
     pub(super) fn discover(&mut self) {
+        if !self.discovered_with_peers {
+            return;
+        }
+        self.discovery_runs += 1;
+        let runs = self.discovery_runs;
+        let publish = runs.is_power_of_two() && runs <= 64;
+        if publish {
+            self.publish_card();
+        }
+        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
+        let low = self.config.mesh_n.saturating_sub(1).max(1);
+        for skill in skills {
+            if publish
+                && let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .start_providing(skill_key(&skill))
+            {
+                debug!(error = %e, "cannot provide");
+            }
+            let topic = libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill));
+            let meshed = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .mesh_peers(&topic.hash())
+                .count();
+            if meshed < low {
+                debug!(%skill, meshed, reason = "thin mesh", "looking up providers");
+                self.find_providers(&skill);
+            }
+        }
+        if runs == 1 {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
+        self.save_reputation();
+    }
+
+    fn publish_card(&mut self) {
         let card = AgentCard {
             id: self.me,
             skills: self.agent.skills().cloned().collect(),
@@ -244,19 +293,5 @@ impl NodeActor {
             }
             Err(e) => debug!(error = %e, "cannot sign the card"),
         }
-        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
-        for skill in skills {
-            if let Err(e) = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .start_providing(skill_key(&skill))
-            {
-                debug!(error = %e, "cannot provide");
-            }
-            self.find_providers(&skill);
-        }
-        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-        self.save_reputation();
     }
 }

@@ -3,6 +3,7 @@
 //! carries out the protocol's outputs on the swarm.
 
 mod discovery;
+mod links;
 
 use std::{
     collections::BTreeMap,
@@ -45,6 +46,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Publications kept for a topic that has no subscriber yet, at most.
+const UNSENT_LIMIT: usize = 256;
+/// How long such a publication waits for a subscriber (well inside the receivers'
+/// freshness window).
+const UNSENT_FOR: Duration = Duration::from_secs(10);
+
 /// Outcomes kept in memory for `Handle::task` (the store keeps all of them).
 const FINISHED_IN_MEMORY: usize = 10_000;
 
@@ -74,6 +81,8 @@ pub struct GroupInfo {
     pub complete: bool,
     /// (skill, member, status) for every invited agent.
     pub members: Vec<(String, AgentId, starling_crdt::MemberStatus)>,
+    /// The document's heads: replicas with equal heads hold the same document.
+    pub heads: Vec<starling_crdt::ChangeHash>,
 }
 
 /// A task this node is involved in.
@@ -107,6 +116,13 @@ pub enum NodeEvent {
     PeerConnected(AgentId),
     /// Lost the last connection to a peer.
     PeerDisconnected(AgentId),
+    /// A task announcement arrived by gossip and verified.
+    AnnouncementReceived {
+        /// The task.
+        task_id: TaskId,
+        /// Its initiator (the envelope's signer).
+        from: AgentId,
+    },
     /// An inbound message was refused (bad signature, wrong audience, replay, …).
     Refused {
         /// The peer it came from (the forwarder, for gossip).
@@ -354,11 +370,14 @@ pub async fn spawn(
         queries: Default::default(),
         store,
         penalties: Default::default(),
+        links: links::Links::new(config.link_faults.clone(), config.rng_seed),
         saved_heads: BTreeMap::new(),
         finished: BTreeMap::new(),
         initial,
         listen_addrs: listen_addrs.clone(),
         discovered_with_peers: false,
+        discovery_runs: 0,
+        unsent: Vec::new(),
         config,
     };
     let registry = actor.registry.clone();
@@ -426,6 +445,7 @@ struct NodeActor {
     queries: discovery::Queries,
     store: Option<Store>,
     penalties: crate::penalty::Penalties,
+    links: links::Links,
     /// Heads of each group document as last saved.
     saved_heads: BTreeMap<TaskId, Vec<starling_crdt::ChangeHash>>,
     /// Outcomes of tasks this node finished (also kept in the store, if any).
@@ -435,6 +455,10 @@ struct NodeActor {
     listen_addrs: Vec<Multiaddr>,
     /// Whether discovery has run with at least one peer in the routing table.
     discovered_with_peers: bool,
+    /// Discovery rounds run with peers (see `discover`).
+    discovery_runs: u32,
+    /// Publications no subscriber was known for: (topic, envelope, when).
+    unsent: Vec<(String, Vec<u8>, Instant)>,
     config: NodeConfig,
 }
 
@@ -466,6 +490,7 @@ impl NodeActor {
                 Some(report) = reports.recv() => self.on_report(report),
                 _ = tokio::time::sleep_until(wake) => self.on_wake(),
                 _ = discovery.tick() => self.discover(),
+                _ = links::Links::changed(self.links.changes_mut()) => self.on_links_changed(),
             }
         }
         for (_, job) in std::mem::take(&mut self.executors) {
@@ -505,7 +530,7 @@ impl NodeActor {
             .next_deadline()
             .map(|d| Instant::now() + Duration::from_millis(d.saturating_sub(now)));
         let retry = self.retries.iter().map(|(t, _)| *t).min();
-        [agent, retry]
+        [agent, retry, self.links.next_due()]
             .into_iter()
             .flatten()
             .min()
@@ -521,6 +546,7 @@ impl NodeActor {
         for (_, send) in due {
             self.send_direct(send);
         }
+        self.deliver_due();
         if self.agent.next_deadline().is_some_and(|d| d <= now_ms()) {
             self.feed(Input::Tick);
         }
@@ -573,18 +599,24 @@ impl NodeActor {
                 } => {
                     self.metrics.message_out(kind);
                     let t = gossipsub::IdentTopic::new(topic.clone());
+                    let bytes = envelope.into_bytes();
                     match self
                         .swarm
                         .behaviour_mut()
                         .gossipsub
-                        .publish(t, envelope.into_bytes())
+                        .publish(t, bytes.clone())
                     {
                         Ok(_) => trace!(%topic, kind, "published"),
                         Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                            debug!(%topic, "no subscribers known yet; looking for providers");
+                            debug!(%topic, reason = "no subscribers", "looking up providers");
                             if let Some(skill) = topic.strip_prefix("starling/v1/skill/") {
                                 self.find_providers(skill);
                             }
+                            // Published again as soon as a subscriber connects.
+                            if self.unsent.len() >= UNSENT_LIMIT {
+                                self.unsent.remove(0);
+                            }
+                            self.unsent.push((topic, bytes, Instant::now()));
                         }
                         Err(e) => warn!(%topic, error = %e, "publish failed"),
                     }
@@ -598,6 +630,27 @@ impl NodeActor {
                     });
                 }
                 Output::Emit(event) => self.on_agent_event(event),
+            }
+        }
+    }
+
+    /// A peer subscribed to `topic`: publish what was waiting for a subscriber there.
+    fn publish_unsent(&mut self, topic: &gossipsub::TopicHash) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.unsent
+            .retain(|(_, _, at)| now.duration_since(*at) < UNSENT_FOR);
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent)
+            .into_iter()
+            .partition(|(t, _, _)| t.as_str() == topic.as_str());
+        self.unsent = keep;
+        for (t, bytes, _) in due {
+            let ident = gossipsub::IdentTopic::new(t.clone());
+            match self.swarm.behaviour_mut().gossipsub.publish(ident, bytes) {
+                Ok(_) => debug!(topic = %t, "published once a subscriber appeared"),
+                Err(e) => debug!(topic = %t, error = %e, "late publish failed"),
             }
         }
     }
@@ -775,6 +828,7 @@ impl NodeActor {
                             coordinator: AgentId::from(view.coordinator()),
                             status: view.status,
                             complete: view.is_complete(),
+                            heads: self.agent.group(t)?.heads(),
                             members: view
                                 .members
                                 .values()
@@ -839,16 +893,16 @@ impl NodeActor {
     fn penalise(&mut self, peer: PeerId, points: f64) {
         let now = Instant::now();
         for lifted in self.penalties.expired(now) {
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .remove_blacklisted_peer(&lifted);
+            let b = self.swarm.behaviour_mut();
+            b.gossipsub.remove_blacklisted_peer(&lifted);
+            b.blocked.unblock_peer(lifted);
         }
         if self.penalties.add(peer, points, now) {
             warn!(%peer, "banning a peer for repeated bad input");
             self.metrics.banned.inc();
-            self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
-            let _ = self.swarm.disconnect_peer_id(peer);
+            let b = self.swarm.behaviour_mut();
+            b.gossipsub.blacklist_peer(&peer);
+            b.blocked.block_peer(peer);
         }
     }
 
@@ -858,6 +912,7 @@ impl NodeActor {
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
         let topic = Audience::Topic(message.topic.as_str().to_string());
+        self.metrics.verifications.inc();
         let verdict = SignedEnvelope::open(&message.data)
             .and_then(|env| env.check_audience(&topic).map(|()| env))
             .map_err(|e| (Reject, refusal_reason(&e), e.to_string()))
@@ -890,6 +945,12 @@ impl NodeActor {
                     .gossipsub
                     .report_message_validation_result(&id, &source, Accept);
                 self.metrics.message_in(env.message.kind());
+                if let Message::TaskAnnounce(a) = &env.message {
+                    let _ = self.events.send(NodeEvent::AnnouncementReceived {
+                        task_id: a.task_id,
+                        from: env.sender,
+                    });
+                }
                 self.feed(Input::Received {
                     from: env.sender,
                     message: env.message,
@@ -914,6 +975,7 @@ impl NodeActor {
         }
         let from = agent_of(&peer);
         let me = Audience::Agent(self.me);
+        self.metrics.verifications.inc();
         let env = match SignedEnvelope::open(&bytes)
             .and_then(|env| env.check_audience(&me).map(|()| env))
         {
@@ -954,10 +1016,19 @@ impl NodeActor {
                 propagation_source,
                 message_id,
                 message,
-            })) => self.on_gossip(propagation_source, message_id, message),
+            })) => self.inbound(links::Inbound::Gossip {
+                source: propagation_source,
+                id: message_id,
+                message,
+            }),
+            SwarmEvent::Behaviour(StarlingEvent::Gossipsub(gossipsub::Event::Subscribed {
+                topic,
+                ..
+            })) => self.publish_unsent(&topic),
             SwarmEvent::Behaviour(StarlingEvent::Direct(event)) => self.on_direct_event(event),
             SwarmEvent::Behaviour(StarlingEvent::Identify(event)) => {
                 if let identify::Event::Received { peer_id, info, .. } = *event {
+                    self.links.learned(peer_id, &info.listen_addrs);
                     for addr in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
@@ -973,8 +1044,17 @@ impl NodeActor {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                if endpoint.is_dialer() {
+                    let addr = endpoint.get_remote_address().clone();
+                    self.links.learned(peer_id, &[addr]);
+                }
+                // A connection across a partition is closed before anyone uses it.
+                if self.check_link(peer_id) {
+                    return;
+                }
                 if num_established.get() == 1
                     && let Some(a) = agent_of(&peer_id)
                 {
@@ -1008,7 +1088,7 @@ impl NodeActor {
                 } => match request {
                     DirectFrame::Envelope(bytes) => {
                         let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
-                        self.on_direct(peer, bytes);
+                        self.inbound(links::Inbound::Direct { peer, bytes });
                     }
                     DirectFrame::Refused(reason) => {
                         let reason = format!("bad direct frame: {reason}");

@@ -4,6 +4,7 @@ mod support;
 
 mod direct;
 mod discovery;
+mod faults;
 mod gossip;
 mod group;
 mod hostile;

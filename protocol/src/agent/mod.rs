@@ -536,21 +536,34 @@ impl Agent {
     /// Applies an encoded batch from `from` to a task's document. Returns whether
     /// anything new was applied; refused changes are reported as misbehaviour.
     fn apply_batch(&mut self, from: AgentId, task_id: TaskId, bytes: &[u8]) -> bool {
+        self.apply_batch_counted(from, task_id, bytes).1 > 0
+    }
+
+    /// Like [`Agent::apply_batch`], returning (changes in the batch, changes applied).
+    /// More applied than carried means the batch released changes that were waiting
+    /// for it (they arrived first, out of order).
+    fn apply_batch_counted(
+        &mut self,
+        from: AgentId,
+        task_id: TaskId,
+        bytes: &[u8],
+    ) -> (usize, usize) {
         let Some(doc) = self.docs.get_mut(&task_id) else {
-            return false;
+            return (0, 0);
         };
         let changes = match decode_batch(bytes, doc.limits()) {
             Ok(c) => c,
             Err(e) => {
                 self.misbehaved(from, format!("undecodable changes: {e}"));
-                return false;
+                return (0, 0);
             }
         };
+        let carried = changes.len();
         let report = doc.apply(changes);
         if let Some(e) = report.rejected.first() {
             self.misbehaved(from, format!("bad group change: {e}"));
         }
-        !report.applied.is_empty()
+        (carried, report.applied.len())
     }
 
     /// Whether `agent` is in a task's group (a member of any status, or a coordinator).

@@ -90,3 +90,30 @@ fn a_three_skill_task_forms_with_the_best_offers_and_completes() {
     assert_eq!(view.outcome, init_view.outcome);
     assert_eq!(view.skills, init_view.skills);
 }
+
+#[test]
+fn a_completion_that_overtakes_the_last_progress_update_still_finishes_the_task() {
+    // Direct messages travel on separate streams and may arrive out of order: here
+    // every progress update arrives after its sender's completion. The completion's
+    // change then waits for the update's change; when the update lands, the
+    // coordinator must notice that the result is now in and finish.
+    let mut mesh = Mesh::new();
+    mesh.slow_kind = Some(("task_update", 300));
+    let initiator = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    mesh.add(
+        20,
+        &[("rust", Level::Expert)],
+        1,
+        Exec::Auto {
+            duration_ms: 400,
+            success: true,
+        },
+        |_| {},
+    );
+    let task = mesh.announce(initiator, spec(&[("rust", Level::Novice, 1)]));
+    assert!(
+        mesh.run_until(3_000, |m| m.finished(task).is_some()),
+        "the task never finished after a reordered update"
+    );
+    assert_eq!(mesh.finished(task).unwrap().1, Outcome::Completed);
+}

@@ -45,6 +45,8 @@ pub(crate) struct Mesh {
     /// retransmission with a fresh envelope would).
     pub(crate) duplicate: bool,
     pub(crate) latency_ms: u64,
+    /// Extra delay for direct messages of one kind (to deliver them out of order).
+    pub(crate) slow_kind: Option<(&'static str, u64)>,
 }
 
 impl Mesh {
@@ -63,6 +65,7 @@ impl Mesh {
             delivered: Vec::new(),
             duplicate: false,
             latency_ms: 1,
+            slow_kind: None,
         }
     }
 
@@ -192,9 +195,13 @@ impl Mesh {
                         });
                     }
                 }
-                Output::Send { to, envelope, .. } => {
+                Output::Send { to, envelope, kind } => {
+                    let extra = match self.slow_kind {
+                        Some((k, ms)) if k == kind => ms,
+                        _ => 0,
+                    };
                     self.queue.push_back(Packet {
-                        at: self.now + self.latency_ms,
+                        at: self.now + self.latency_ms + extra,
                         from,
                         to,
                         bytes: envelope.into_bytes(),

@@ -23,7 +23,11 @@ impl Agent {
         if !self.coord_hears_member(from, task_id) {
             return;
         }
-        self.apply_batch(from, task_id, changes);
+        let (carried, applied) = self.apply_batch_counted(from, task_id, changes);
+        if applied > carried {
+            // The update released changes that overtook it (a completion, say).
+            self.coord_progress(task_id);
+        }
         if progress.is_finite() {
             self.emit(Event::TaskProgress {
                 task_id,

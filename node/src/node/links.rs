@@ -1,0 +1,198 @@
+//! The node's side of link faults: holding inbound messages for their simulated delay,
+//! and blocking peers across a partition (see [`crate::faults`]).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use libp2p::{Multiaddr, PeerId, gossipsub, swarm::dial_opts::DialOpts};
+use tokio::{sync::watch, time::Instant};
+use tracing::debug;
+
+use super::NodeActor;
+use crate::{
+    faults::{Draws, LinkFaults},
+    swarm::agent_of,
+};
+
+/// An inbound message, as the swarm handed it over.
+pub(super) enum Inbound {
+    Gossip {
+        source: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    },
+    Direct {
+        peer: PeerId,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Fault state of one node: the shared controller, the delay queue, and the peers
+/// blocked because a partition cuts them off.
+pub(super) struct Links {
+    faults: Option<Arc<LinkFaults>>,
+    changes: Option<watch::Receiver<u64>>,
+    draws: Draws,
+    held: BTreeMap<(Instant, u64), Inbound>,
+    next_seq: u64,
+    cut_off: BTreeSet<PeerId>,
+    /// Listen addresses peers reported (kept only under faults, to redial on heal).
+    addrs: BTreeMap<PeerId, Vec<Multiaddr>>,
+}
+
+impl Links {
+    pub(super) fn new(faults: Option<Arc<LinkFaults>>, seed: u64) -> Self {
+        Links {
+            changes: faults.as_ref().map(|f| f.changes()),
+            faults,
+            draws: Draws::new(seed),
+            held: BTreeMap::new(),
+            next_seq: 0,
+            cut_off: BTreeSet::new(),
+            addrs: BTreeMap::new(),
+        }
+    }
+
+    /// When the next held message is due.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.held.keys().next().map(|(t, _)| *t)
+    }
+
+    /// Resolves when the partition changes; never, without faults.
+    pub(super) async fn changed(changes: &mut Option<watch::Receiver<u64>>) {
+        match changes {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    pub(super) fn changes_mut(&mut self) -> &mut Option<watch::Receiver<u64>> {
+        &mut self.changes
+    }
+
+    /// Remembers addresses a peer can be dialled on (its identify listen addresses, or
+    /// the address we dialled it on), if faults are on.
+    pub(super) fn learned(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        if self.faults.is_none() {
+            return;
+        }
+        let known = self.addrs.entry(peer).or_default();
+        for a in addrs {
+            if !known.contains(a) && known.len() < 8 {
+                known.push(a.clone());
+            }
+        }
+    }
+
+    fn is_cut(&self, me: &starling_protocol::AgentId, peer: &PeerId) -> bool {
+        match (&self.faults, agent_of(peer)) {
+            (Some(f), Some(a)) => f.cut(me, &a),
+            _ => false,
+        }
+    }
+}
+
+impl NodeActor {
+    /// Takes an inbound message: at once, or after the link's simulated delay.
+    pub(super) fn inbound(&mut self, msg: Inbound) {
+        let peer = match &msg {
+            Inbound::Gossip { source, .. } => *source,
+            Inbound::Direct { peer, .. } => *peer,
+        };
+        if self.links.is_cut(&self.me, &peer) {
+            // Still in flight when the link was cut: the partition swallows it.
+            if let Inbound::Gossip { source, id, .. } = msg {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(
+                        &id,
+                        &source,
+                        gossipsub::MessageAcceptance::Ignore,
+                    );
+            }
+            return;
+        }
+        let delay = match &self.links.faults {
+            Some(f) if f.delays() => {
+                let (j, l) = (self.links.draws.next(), self.links.draws.next());
+                f.delay(j, l)
+            }
+            _ => std::time::Duration::ZERO,
+        };
+        if delay.is_zero() {
+            return self.deliver(msg);
+        }
+        let seq = self.links.next_seq;
+        self.links.next_seq += 1;
+        self.links.held.insert((Instant::now() + delay, seq), msg);
+    }
+
+    /// Delivers the held messages whose delay has passed.
+    pub(super) fn deliver_due(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.links.held.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let msg = entry.remove();
+            self.deliver(msg);
+        }
+    }
+
+    fn deliver(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Gossip {
+                source,
+                id,
+                message,
+            } => self.on_gossip(source, id, message),
+            Inbound::Direct { peer, bytes } => self.on_direct(peer, bytes),
+        }
+    }
+
+    /// A connection to `peer`: if a partition cuts the peer off, block it (which closes
+    /// the connection) and return true.
+    pub(super) fn check_link(&mut self, peer: PeerId) -> bool {
+        if !self.links.is_cut(&self.me, &peer) {
+            return false;
+        }
+        if self.links.cut_off.insert(peer) {
+            debug!(%peer, "partitioned from peer");
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+        }
+        true
+    }
+
+    /// The partition changed: block peers now cut off, unblock (and redial) those
+    /// reachable again.
+    pub(super) fn on_links_changed(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            let _ = self.check_link(peer);
+        }
+        let cut_off = std::mem::take(&mut self.links.cut_off);
+        let now = Instant::now();
+        for peer in cut_off {
+            if self.links.is_cut(&self.me, &peer) {
+                self.links.cut_off.insert(peer);
+            } else if !self.penalties.is_banned(&peer, now) {
+                debug!(%peer, "partition healed; reconnecting");
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                // Denied dials during the cut made Kademlia forget the peer's
+                // addresses: dial the ones identify reported.
+                let addrs = self.links.addrs.get(&peer).cloned().unwrap_or_default();
+                let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, error = %e, "cannot redial after healing");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The simulated mesh: N real `starling-node` nodes in this process, bootstrapped
+//! through the DHT from one address each, their events timestamped into one channel;
+//! crash, restart and partition on command.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use libp2p::Multiaddr;
+use starling_node::{
+    Handle, LinkFaults, NodeConfig, NodeEvent, SyntheticHandler, TaskHandler, spawn,
+};
+use starling_protocol::{AgentConfig, AgentId, Keypair};
+use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tracing::debug;
+
+use crate::{
+    SimError, SimOptions, Transport,
+    workload::{Hostility, Rng, Workload},
+};
+
+/// One node's event, as the simulation saw it.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    /// When it arrived.
+    pub at: Instant,
+    /// Which agent (index into the workload's agents).
+    pub agent: usize,
+    /// The event.
+    pub event: NodeEvent,
+}
+
+/// One running (or crashed) agent.
+struct SimAgent {
+    config: NodeConfig,
+    handler: Arc<dyn TaskHandler>,
+    handle: Handle,
+    join: Option<JoinHandle<()>>,
+    forwarder: Option<JoinHandle<()>>,
+}
+
+/// The running mesh.
+pub struct Mesh {
+    agents: Vec<Option<SimAgent>>,
+    /// Metrics of agents' earlier lives (before a crash), kept for the report.
+    retired: Vec<Handle>,
+    faults: Arc<LinkFaults>,
+    events: mpsc::Sender<Stamped>,
+    data_root: Option<PathBuf>,
+}
+
+/// Keeps only the events the report uses, so the collector keeps up.
+fn wanted(e: &NodeEvent) -> bool {
+    use starling_protocol::Event as E;
+    match e {
+        NodeEvent::AnnouncementReceived { .. } | NodeEvent::Refused { .. } => true,
+        NodeEvent::Agent(a) => matches!(
+            a,
+            E::GroupFormed { .. }
+                | E::TaskFinished { .. }
+                | E::MemberFailed { .. }
+                | E::ReplacementStarted { .. }
+                | E::CoordinatorChanged { .. }
+        ),
+        _ => false,
+    }
+}
+
+fn forward(agent: usize, handle: &Handle, tx: mpsc::Sender<Stamped>) -> JoinHandle<()> {
+    let mut rx = handle.events();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) if wanted(&event) => {
+                    let s = Stamped {
+                        at: Instant::now(),
+                        agent,
+                        event,
+                    };
+                    if tx.send(s).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(agent, lagged = n, "event forwarder fell behind");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+impl Mesh {
+    /// Starts every honest and claim-lying agent of `workload` (forgers are not nodes:
+    /// see [`crate::hostile`]), each bootstrapped from one earlier agent, and waits
+    /// until each is connected.
+    pub async fn start(
+        workload: &Workload,
+        opts: &SimOptions,
+        faults: Arc<LinkFaults>,
+        events: mpsc::Sender<Stamped>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Mesh, SimError> {
+        let data_root = opts.restart_after.map(|_| {
+            std::env::temp_dir().join(format!("starling-sim-{}-{}", std::process::id(), opts.seed))
+        });
+        let mut rng = Rng::new(opts.seed ^ 0xb007);
+        let mut mesh = Mesh {
+            agents: Vec::with_capacity(workload.agents.len()),
+            retired: Vec::new(),
+            faults,
+            events,
+            data_root,
+        };
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        for (i, plan) in workload.agents.iter().enumerate() {
+            if plan.hostile == Some(Hostility::Forger) {
+                mesh.agents.push(None);
+                continue;
+            }
+            let keypair = Keypair::from_secret_bytes(plan.key_seed);
+            let agent = AgentConfig {
+                skills: plan.skills.clone(),
+                ..AgentConfig::default()
+            };
+            let mut config = NodeConfig::new(keypair, agent);
+            config.listen = vec![
+                match opts.transport {
+                    Transport::Memory => format!("/memory/{}", memory_port()),
+                    Transport::Tcp => "/ip4/127.0.0.1/tcp/0".to_string(),
+                }
+                .parse()
+                .map_err(|e| SimError::Mesh(format!("listen address: {e}")))?,
+            ];
+            if !addrs.is_empty() {
+                // Like a real host: one known address to join through.
+                let k = rng.below(addrs.len().min(8));
+                config.bootstrap = vec![addrs[k].clone()];
+            }
+            config.rng_seed = opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9);
+            config.discovery_interval = Duration::from_secs(5);
+            config.link_faults = Some(mesh.faults.clone());
+            if let Some(root) = &mesh.data_root {
+                config.data_dir = Some(root.join(format!("agent-{i}")));
+            }
+            let handler: Arc<dyn TaskHandler> = Arc::new(SyntheticHandler {
+                mean: None,
+                failure_rate: match plan.hostile {
+                    Some(Hostility::FalseClaims) => Some(1.0),
+                    _ => opts.failure_rate,
+                },
+                time_scale: 1.0,
+                steps: 4,
+                salt: config.rng_seed,
+            });
+            let agent = mesh.launch(i, config, handler).await?;
+            addrs.push(agent.handle.listen_addrs()[0].clone());
+            mesh.agents.push(Some(agent));
+            progress(i + 1);
+        }
+        Ok(mesh)
+    }
+
+    async fn launch(
+        &mut self,
+        i: usize,
+        config: NodeConfig,
+        handler: Arc<dyn TaskHandler>,
+    ) -> Result<SimAgent, SimError> {
+        let (handle, join) = spawn(config.clone(), handler.clone())
+            .await
+            .map_err(|e| SimError::Mesh(format!("agent {i}: {e}")))?;
+        let forwarder = forward(i, &handle, self.events.clone());
+        Ok(SimAgent {
+            config,
+            handler,
+            handle,
+            join: Some(join),
+            forwarder: Some(forwarder),
+        })
+    }
+
+    /// Handles of the live agents, with their indices.
+    pub fn live(&self) -> Vec<(usize, Handle)> {
+        self.agents
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                a.as_ref()
+                    .filter(|a| a.join.is_some())
+                    .map(|a| (i, a.handle.clone()))
+            })
+            .collect()
+    }
+
+    /// The handle of agent `i`, if it runs.
+    pub fn handle(&self, i: usize) -> Option<&Handle> {
+        self.agents
+            .get(i)?
+            .as_ref()
+            .filter(|a| a.join.is_some())
+            .map(|a| &a.handle)
+    }
+
+    /// The agent id of agent `i`, if it is a node.
+    pub fn id(&self, i: usize) -> Option<AgentId> {
+        self.agents.get(i)?.as_ref().map(|a| a.handle.id())
+    }
+
+    /// Every handle, live or crashed (metrics survive a crash), for the report.
+    pub fn all_metrics(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .flatten()
+            .map(|a| a.handle.metrics_text())
+            .chain(self.retired.iter().map(|h| h.metrics_text()))
+            .collect()
+    }
+
+    /// Waits until every live agent has at least `min_peers` connections (or the
+    /// limit passes); returns whether they all did.
+    pub async fn wait_connected(&self, min_peers: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut all = true;
+            for (_, h) in self.live() {
+                if h.peers().await.map_or(0, |p| p.len()) < min_peers {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Crashes agent `i`: its task is aborted, its connections drop; no goodbye.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(Some(a)) = self.agents.get_mut(i) {
+            if let Some(j) = a.join.take() {
+                j.abort();
+            }
+            if let Some(f) = a.forwarder.take() {
+                f.abort();
+            }
+        }
+    }
+
+    /// Restarts a crashed agent from its data directory.
+    pub async fn restart(&mut self, i: usize) -> Result<(), SimError> {
+        let Some(Some(old)) = self.agents.get_mut(i).map(Option::take) else {
+            return Ok(());
+        };
+        // The old actor must be gone (its listener released) before the new one binds.
+        if let Some(j) = old.join {
+            j.abort();
+        }
+        self.retired.push(old.handle.clone());
+        let mut config = old.config.clone();
+        config.bootstrap = self
+            .live()
+            .first()
+            .map(|(_, h)| h.listen_addrs().to_vec())
+            .unwrap_or_default();
+        let mut attempt = 0;
+        let agent = loop {
+            match self.launch(i, config.clone(), old.handler.clone()).await {
+                Ok(a) => break a,
+                // The crashed node's runtime may still be releasing its address.
+                Err(_) if attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.agents[i] = Some(agent);
+        Ok(())
+    }
+
+    /// Stops every live agent (graceful leave) and removes the data directories.
+    pub async fn shutdown(mut self) {
+        let live = self.live();
+        let stops = live.iter().map(|(_, h)| h.shutdown());
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(stops)).await;
+        for a in self.agents.iter_mut().flatten() {
+            if let Some(j) = a.join.take() {
+                j.abort();
+            }
+            if let Some(f) = a.forwarder.take() {
+                f.abort();
+            }
+        }
+        if let Some(root) = self.data_root.take() {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A memory-transport port no other agent of this process uses (runs of a benchmark
+/// share the process).
+fn memory_port() -> u64 {
+    let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (u64::from(std::process::id()) << 32) + n
+}
