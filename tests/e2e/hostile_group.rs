@@ -390,7 +390,7 @@ async fn an_agent_claiming_a_skill_it_lacks_loses_reputation_and_is_no_longer_ch
     let (liar_id, honest_id) = (net.id(liar), net.id(honest));
 
     let mut first_choice = Vec::new();
-    for round in 0..5 {
+    for round in 0..6 {
         let (task, done) = net
             .node(hub)
             .handle
@@ -414,25 +414,28 @@ async fn an_agent_claiming_a_skill_it_lacks_loses_reputation_and_is_no_longer_ch
         };
         first_choice.push(members[0].1);
     }
-    // At first the liar's claim (Expert, a good record) wins. Each failure costs it
-    // the hub's trust; within a few tasks the honest novice is chosen first, and from
-    // then on every time.
-    assert_eq!(first_choice[0], liar_id, "{first_choice:?}");
-    let switched = first_choice
-        .iter()
-        .position(|m| *m == honest_id)
-        .expect("the liar was always chosen first");
-    assert!(switched <= 3, "{first_choice:?}");
+    // The liar's claim (Expert, a good record) wins whenever its offer is in — the
+    // first announcement may reach it too late, right after it connects. Each failure
+    // costs it the hub's trust; after a couple it is not chosen first again.
+    let liar_rounds: Vec<usize> = (0..first_choice.len())
+        .filter(|r| first_choice[*r] == liar_id)
+        .collect();
     assert!(
-        first_choice[switched..].iter().all(|m| *m == honest_id),
-        "{first_choice:?}"
+        !liar_rounds.is_empty(),
+        "the liar never won: {first_choice:?}"
+    );
+    assert!(liar_rounds.len() <= 3, "{first_choice:?}");
+    let last = *liar_rounds.last().unwrap();
+    assert!(
+        last + 2 < first_choice.len() && first_choice[last + 1..].iter().all(|m| *m == honest_id),
+        "the liar was still chosen first: {first_choice:?}"
     );
     let failed = net.log.agent_events(|i, e| {
         i == hub && matches!(e, Event::MemberFailed { member, .. } if *member == liar_id)
     });
     assert_eq!(
         failed.len(),
-        switched,
+        liar_rounds.len(),
         "one failure per task the liar was chosen for"
     );
 }
