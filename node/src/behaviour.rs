@@ -8,7 +8,10 @@ use libp2p::{
 };
 use starling_protocol::codec::MAX_MESSAGE_BYTES;
 
-use crate::{NodeConfig, NodeError, Result, codec::DirectCodec};
+use crate::{
+    NodeConfig, NodeError, Result,
+    codec::{DirectCodec, DirectFrame},
+};
 
 /// Topic prefix every Starling topic starts with.
 pub const TOPIC_PREFIX: &str = "starling/v1/";
@@ -43,7 +46,7 @@ pub enum StarlingEvent {
     /// Ping (liveness).
     Ping(ping::Event),
     /// Direct envelopes.
-    Direct(request_response::Event<Vec<u8>, u8>),
+    Direct(request_response::Event<DirectFrame, u8>),
 }
 
 macro_rules! from_event {
@@ -59,7 +62,7 @@ from_event!(gossipsub::Event, Gossipsub, |e| e);
 from_event!(kad::Event, Kad, |e| e);
 from_event!(identify::Event, Identify, Box::new);
 from_event!(ping::Event, Ping, |e| e);
-from_event!(request_response::Event<Vec<u8>, u8>, Direct, |e| e);
+from_event!(request_response::Event<DirectFrame, u8>, Direct, |e| e);
 
 impl From<std::convert::Infallible> for StarlingEvent {
     fn from(e: std::convert::Infallible) -> Self {

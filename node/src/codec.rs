@@ -2,6 +2,11 @@
 //! envelope bytes, checked against the size limit before anything is allocated. The
 //! response is a one-byte acknowledgement (the protocol tolerates loss, so a response
 //! only tells the sender the bytes arrived).
+//!
+//! A frame that claims more than the limit is read as [`DirectFrame::Refused`], not as
+//! an error: request-response drops a request whose decoding fails without telling
+//! the behaviour's owner, so an error would leave an oversize frame unseen, uncounted
+//! and unpunished.
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
@@ -13,6 +18,28 @@ pub const DIRECT_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/direc
 /// Envelope bytes over request-response.
 #[derive(Debug, Clone, Default)]
 pub struct DirectCodec;
+
+/// A direct request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectFrame {
+    /// Envelope bytes (not yet verified).
+    Envelope(Vec<u8>),
+    /// A frame refused while reading it, and why. Never sent.
+    Refused(String),
+}
+
+/// Reads one request: the envelope, or why its frame is refused.
+async fn read_request_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> std::io::Result<DirectFrame> {
+    match read_frame(io).await {
+        Ok(bytes) => Ok(DirectFrame::Envelope(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Ok(DirectFrame::Refused(e.to_string()))
+        }
+        Err(e) => Err(e),
+    }
+}
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -49,14 +76,18 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, data: &[u8]) -> s
 
 impl request_response::Codec for DirectCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = DirectFrame;
     type Response = u8;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<DirectFrame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        read_request_frame(io).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<u8>
@@ -72,12 +103,18 @@ impl request_response::Codec for DirectCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: DirectFrame,
     ) -> std::io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req).await
+        match req {
+            DirectFrame::Envelope(bytes) => write_frame(io, &bytes).await,
+            DirectFrame::Refused(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a refused frame is never sent",
+            )),
+        }
     }
 
     async fn write_response<T>(
@@ -112,5 +149,12 @@ mod tests {
             futures::executor::block_on(read_frame(&mut ok)).unwrap(),
             vec![7, 8]
         );
+        // As a request, the oversize claim is a refused frame the node can count.
+        let mut claim = ((MAX_MESSAGE_BYTES + 1) as u32).to_be_bytes().to_vec();
+        claim.extend_from_slice(&[0; 16]);
+        let frame =
+            futures::executor::block_on(read_request_frame(&mut futures::io::Cursor::new(claim)))
+                .unwrap();
+        assert!(matches!(frame, DirectFrame::Refused(r) if r.contains("exceeds")));
     }
 }

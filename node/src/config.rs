@@ -46,6 +46,13 @@ pub struct NodeConfig {
     pub event_queue: usize,
     /// Allowed clock skew for envelopes (ms). Default 30 s.
     pub replay_skew_ms: u64,
+    /// Broadcasts (announcements, alerts) accepted per sender per second, sustained.
+    /// Default 20: an initiator re-announces each task lacking agents about once a
+    /// second, one envelope per missing skill, so this carries a dozen such tasks.
+    pub broadcast_rate: f64,
+    /// Broadcasts accepted per sender at once. Default 100: announcing dozens of
+    /// multi-skill tasks together stays within it.
+    pub broadcast_burst: u32,
     /// Seed of the protocol's deterministic randomness. Default 0 (set per agent in
     /// simulations to replay runs).
     pub rng_seed: u64,
@@ -72,6 +79,8 @@ impl NodeConfig {
             command_queue: 256,
             event_queue: 4096,
             replay_skew_ms: starling_protocol::replay::DEFAULT_SKEW_MS,
+            broadcast_rate: 20.0,
+            broadcast_burst: 100,
             rng_seed: 0,
             link_faults: None,
         }
@@ -100,6 +109,12 @@ impl NodeConfig {
             || self.discovery_interval.is_zero()
         {
             return bad("request_timeout", "durations must be positive");
+        }
+        if !(self.broadcast_rate.is_finite() && self.broadcast_rate > 0.0) {
+            return bad("broadcast_rate", "must be a positive number");
+        }
+        if self.broadcast_burst == 0 {
+            return bad("broadcast_burst", "must be at least 1");
         }
         if self.replay_skew_ms < 1_000 {
             return bad("replay_skew_ms", "must be at least 1000 ms");

@@ -13,6 +13,7 @@
 //! - [`node`] — the event loop and [`Handle`].
 //! - [`handler`] — [`TaskHandler`] and [`SyntheticHandler`].
 //! - [`penalty`] — scoring peers down for bad direct input; bans.
+//! - [`flood`] — per-sender broadcast budgets against announcement floods.
 //! - [`store`] — what survives a restart (redb in the data directory).
 //! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
 //! - [`faults`] — partitions, latency and loss on in-process links (simulation).
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod faults;
+pub mod flood;
 pub mod handler;
 pub mod metrics;
 pub mod node;

@@ -157,6 +157,9 @@ impl Metrics {
             Event::ReplacementStarted { .. } => {
                 self.reassignments.inc();
             }
+            // A verified envelope whose content the protocol refused (a forged
+            // invitation, a change writing another member's entry, an equivocation…).
+            Event::Misbehaviour { .. } => self.refused("protocol_violation"),
             _ => {}
         }
     }

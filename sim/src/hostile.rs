@@ -147,7 +147,7 @@ async fn forge(
                             let peers: Vec<_> = swarm.connected_peers().copied().collect();
                             if !peers.is_empty() {
                                 let p = peers[rng.below(peers.len())];
-                                swarm.behaviour_mut().direct.send_request(&p, old);
+                                swarm.behaviour_mut().direct.send_request(&p, starling_node::codec::DirectFrame::Envelope(old));
                             }
                         }
                         continue;

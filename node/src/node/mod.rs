@@ -31,6 +31,7 @@ use tracing::{Instrument, debug, info, trace, warn};
 use crate::{
     NodeConfig, NodeError, Result,
     behaviour::{StarlingBehaviour, StarlingEvent},
+    codec::DirectFrame,
     handler::{ExecutorReport, ProgressSink, TaskHandler},
     metrics::{Metrics, encode_text, refusal_reason},
     store::Store,
@@ -353,6 +354,10 @@ pub async fn spawn(
         agent,
         me,
         replay,
+        broadcasts: crate::flood::BroadcastLimiter::new(
+            config.broadcast_rate,
+            config.broadcast_burst,
+        ),
         events: events.clone(),
         handler,
         exec_tx,
@@ -427,6 +432,7 @@ struct NodeActor {
     agent: Agent,
     me: AgentId,
     replay: ReplayGuard,
+    broadcasts: crate::flood::BroadcastLimiter,
     events: broadcast::Sender<NodeEvent>,
     handler: Arc<dyn TaskHandler>,
     exec_tx: mpsc::Sender<ExecutorReport>,
@@ -657,7 +663,7 @@ impl NodeActor {
             .swarm
             .behaviour_mut()
             .direct
-            .send_request(&peer, send.bytes.clone());
+            .send_request(&peer, DirectFrame::Envelope(send.bytes.clone()));
         self.sends.insert(id, send);
     }
 
@@ -875,8 +881,9 @@ impl NodeActor {
     fn refuse(&mut self, peer: Option<AgentId>, label: &'static str, reason: String) {
         warn!(peer = ?peer, %reason, "refused inbound message");
         self.metrics.refused(label);
-        // Replays and stale envelopes may be honest retransmissions: no penalty.
-        if !matches!(label, "replay" | "stale")
+        // Replays and stale envelopes may be honest retransmissions, and a flood may
+        // reach us through an honest forwarder (gossipsub scores that): no penalty.
+        if !matches!(label, "replay" | "stale" | "flood")
             && let Some(p) = peer.and_then(|a| peer_id_of(&a).ok())
         {
             self.penalise(p, 1.0);
@@ -917,6 +924,14 @@ impl NodeActor {
                     .check(env.sender, env.seq, env.sent_at_ms, now_ms())
                     .map(|()| env)
                     .map_err(|e| (Ignore, refusal_reason(&e), e.to_string()))
+            })
+            .and_then(|env| {
+                if self.broadcasts.allow(env.sender, Instant::now()) {
+                    Ok(env)
+                } else {
+                    let reason = format!("{} exceeds its broadcast budget", env.sender);
+                    Err((Reject, "flood", reason))
+                }
             })
             .and_then(|env| match env.message {
                 Message::TaskAnnounce(_) | Message::Alert { .. } => Ok(env),
@@ -1068,18 +1083,21 @@ impl NodeActor {
         }
     }
 
-    fn on_direct_event(&mut self, event: request_response::Event<Vec<u8>, u8>) {
+    fn on_direct_event(&mut self, event: request_response::Event<DirectFrame, u8>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => {
-                    let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
-                    self.inbound(links::Inbound::Direct {
-                        peer,
-                        bytes: request,
-                    });
-                }
+                } => match request {
+                    DirectFrame::Envelope(bytes) => {
+                        let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
+                        self.inbound(links::Inbound::Direct { peer, bytes });
+                    }
+                    DirectFrame::Refused(reason) => {
+                        let reason = format!("bad direct frame: {reason}");
+                        self.refuse(agent_of(&peer), "bad_frame", reason);
+                    }
+                },
                 request_response::Message::Response { request_id, .. } => {
                     self.sends.remove(&request_id);
                 }
@@ -1103,16 +1121,9 @@ impl NodeActor {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                // An oversize or truncated frame fails in the codec, before any envelope.
-                if matches!(error, request_response::InboundFailure::Io(_)) {
-                    self.refuse(
-                        agent_of(&peer),
-                        "bad_frame",
-                        format!("bad direct frame: {error}"),
-                    );
-                } else {
-                    debug!(%peer, %error, "inbound direct message failed");
-                }
+                // Oversize frames arrive as `DirectFrame::Refused`; what fails here is
+                // the stream itself (closed, timed out).
+                debug!(%peer, %error, "inbound direct message failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }

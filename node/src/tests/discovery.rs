@@ -206,6 +206,9 @@ async fn candidates_gossip_cannot_reach_are_found_in_the_dht_and_contacted_direc
                 ..
             })) => {
                 let _ = raw.behaviour_mut().direct.send_response(channel, 1);
+                let crate::codec::DirectFrame::Envelope(request) = request else {
+                    panic!("the hub sent a refused frame");
+                };
                 let env = SignedEnvelope::open(&request).unwrap();
                 if let Message::TaskAnnounce(a) = env.message {
                     assert_eq!(env.sender, hub.id());

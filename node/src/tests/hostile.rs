@@ -66,7 +66,7 @@ async fn bad_direct_input_is_refused_counted_and_the_sender_banned() {
             e = raw.select_next_some() => match e {
                 SwarmEvent::ConnectionEstablished { .. } if !sent => {
                     for bytes in batch.drain(..) {
-                        raw.behaviour_mut().direct.send_request(&target, bytes);
+                        raw.behaviour_mut().direct.send_request(&target, crate::codec::DirectFrame::Envelope(bytes));
                     }
                     sent = true;
                 }

@@ -487,6 +487,14 @@ impl Agent {
         outcome: Outcome,
         changes: &[u8],
     ) {
+        if !self.memberships.contains_key(&task_id) && self.coordinating.contains_key(&task_id) {
+            // Another coordinator ended the group: this one was replaced while the
+            // group could not hear it. The changes (each verified) say so.
+            if self.apply_batch(from, task_id, changes) {
+                self.after_doc_change(task_id);
+            }
+            return;
+        }
         if !self.member_accepts_from(from, task_id, changes) {
             return;
         }

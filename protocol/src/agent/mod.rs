@@ -510,6 +510,17 @@ impl Agent {
 
     /// Re-evaluates both roles of a task after its document changed.
     fn after_doc_change(&mut self, task_id: TaskId) {
+        if self
+            .coordinating
+            .get(&task_id)
+            .is_some_and(|c| !c.is_done())
+        {
+            if !self.in_charge(&task_id) {
+                self.step_down(task_id);
+            } else {
+                self.adopt_recorded_outcome(task_id);
+            }
+        }
         if self.coordinating.contains_key(&task_id) {
             self.coord_progress(task_id);
             // A member may have left: its slot goes to a standby.

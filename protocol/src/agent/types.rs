@@ -202,7 +202,9 @@ pub enum Event {
         /// Whether it got a checkpoint to resume from.
         resumed: bool,
     },
-    /// This agent took over coordinating a task whose coordinator failed.
+    /// The coordinator of a task changed: this agent took over from a failed
+    /// coordinator (`coordinator` is this agent), or this agent was replaced and
+    /// stopped coordinating (`coordinator` is its successor).
     CoordinatorChanged {
         /// The task.
         task_id: TaskId,

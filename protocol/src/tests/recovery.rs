@@ -194,3 +194,55 @@ fn the_group_outlives_its_initiator_and_records_the_result() {
         );
     }
 }
+
+#[test]
+fn a_coordinator_replaced_while_paused_steps_down_instead_of_finishing_again() {
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let auto = Exec::Auto {
+        duration_ms: 3_000,
+        success: true,
+    };
+    let a = mesh.add(10, &[("a", Level::Expert)], 1, auto, |_| {});
+    let b = mesh.add(11, &[("b", Level::Expert)], 1, auto, |_| {});
+    let task = mesh.announce(
+        init,
+        spec(&[("a", Level::Novice, 1), ("b", Level::Novice, 1)]),
+    );
+    assert!(mesh.run_until(10_000, |m| {
+        !m.events_where(|_, e| matches!(e, Event::GroupFormed { .. }))
+            .is_empty()
+    }));
+    // The initiator stalls (a long pause, or cut off): the members depose it and one
+    // of them finishes the task.
+    mesh.kill(init);
+    assert!(mesh.run_until(60_000, |m| m.finished(task).is_some()));
+    let (by, _, _) = mesh.finished(task).unwrap();
+    assert_ne!(by, init);
+    // It comes back while the new coordinator still answers stragglers, learns that
+    // it was replaced, and must not finish the task a second time.
+    mesh.dead.remove(&init);
+    mesh.run_for(20_000);
+    // The initiator reports the group's outcome, as recorded by its successor: the
+    // same outcome, decided once. (Its results may lack a part: failure verdicts it
+    // wrote while cut off, before it learned it was replaced, still count in the
+    // document.)
+    let (_, outcome, _) = mesh.finished(task).unwrap();
+    let finishes = mesh
+        .events_where(|_, e| matches!(e, Event::TaskFinished { task_id, .. } if *task_id == task));
+    assert_eq!(finishes.len(), 2, "{finishes:?}");
+    assert_eq!(finishes[1].1, init);
+    match &finishes[1].2 {
+        Event::TaskFinished { outcome: o, .. } => assert_eq!(o, &outcome),
+        _ => unreachable!(),
+    }
+    assert_eq!(
+        mesh.events_where(|who, e| *who == init
+            && matches!(e, Event::CoordinatorChanged { task_id, coordinator } if *task_id == task && *coordinator == by))
+            .len(),
+        1,
+        "the old coordinator stepped down in favour of the new one"
+    );
+    assert!(mesh.agent(init).coordinating().next().is_none());
+    let _ = (a, b);
+}

@@ -293,6 +293,76 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether the task's document names this agent as its coordinator now.
+    pub(in crate::agent) fn in_charge(&self, task_id: &TaskId) -> bool {
+        self.docs
+            .get(task_id)
+            .and_then(|d| d.view().ok())
+            .is_some_and(|v| v.coordinator() == self.id.key())
+    }
+
+    /// Stops coordinating a task the document hands to another agent: a majority of
+    /// the group suspected this one (it was paused, overloaded or cut off) and a
+    /// member took over. The new coordinator finishes the task; if this one carried
+    /// on too, the task would be finished twice, possibly with different results.
+    /// The initiator keeps the document and reports the outcome once the group has
+    /// recorded it (as after a restart).
+    pub(in crate::agent) fn step_down(&mut self, task_id: TaskId) {
+        let Some(coordinator) = self
+            .docs
+            .get(&task_id)
+            .and_then(|d| d.view().ok())
+            .map(|v| AgentId::from(v.coordinator()))
+        else {
+            return;
+        };
+        if self.coordinating.remove(&task_id).is_none() {
+            return;
+        }
+        debug!(task = ?task_id, peer = %coordinator, "replaced as coordinator; stepping down");
+        self.emit(Event::CoordinatorChanged {
+            task_id,
+            coordinator,
+        });
+        if task_id.initiator == self.id {
+            self.recovering.insert(task_id);
+        }
+        self.close_doc_if_unused(task_id);
+    }
+
+    /// A coordinator that took over may learn only afterwards that the one before it
+    /// had already finished the task (the outcome arrives in the document): the task
+    /// is over, and must not be run and finished again. It answers stragglers for a
+    /// while, like any finished coordination, without reporting a second finish.
+    pub(in crate::agent) fn adopt_recorded_outcome(&mut self, task_id: TaskId) {
+        let Some(outcome) = self
+            .docs
+            .get(&task_id)
+            .and_then(|d| d.view().ok())
+            .and_then(|v| v.outcome)
+        else {
+            return;
+        };
+        let outcome = match outcome {
+            starling_crdt::TaskOutcome::Completed => Outcome::Completed,
+            starling_crdt::TaskOutcome::Failed(r) => Outcome::Failed(r),
+        };
+        let linger = 2 * self.config.suspicion_timeout_ms;
+        let now = self.now;
+        let Some(c) = self.coordinating.get_mut(&task_id) else {
+            return;
+        };
+        debug!(task = ?task_id, ?outcome, "the task was finished by the previous coordinator");
+        c.done_until = Some(now + linger);
+        c.outcome = Some(outcome.clone());
+        c.invited.clear();
+        c.watched.clear();
+        c.collect_until = None;
+        c.reannounce_at = None;
+        c.ballot = None;
+        self.remember_outcome(task_id, outcome);
+    }
+
     /// Becomes coordinator of a task this agent is a member of (after a takeover).
     pub(super) fn resume_coordination(&mut self, task_id: TaskId, announce: TaskAnnounce) {
         let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) else {

@@ -370,10 +370,13 @@ impl Agent {
         };
         let Ok(view) = doc.view() else { return };
         let heads: Vec<[u8; 32]> = doc.heads().into_iter().map(|h| h.0).collect();
+        // Members declared failed are told too: one that is alive after all answers
+        // with what it knows, so a coordinator that was itself cut off and replaced
+        // learns that it was.
         let members: Vec<AgentId> = view
             .members
             .values()
-            .filter(|m| m.status.is_in_group())
+            .filter(|m| m.status.is_in_group() || m.status == MemberStatus::Failed)
             .map(|m| AgentId::from(m.key))
             .filter(|m| *m != self.id)
             .collect();
@@ -403,12 +406,16 @@ impl Agent {
         let now = self.now;
         let linger = 2 * self.config.suspicion_timeout_ms;
         let alpha = self.config.ewma_alpha;
+        match self.coordinating.get(&task_id) {
+            Some(c) if !c.is_done() => {}
+            _ => return,
+        }
+        if !self.in_charge(&task_id) {
+            return self.step_down(task_id);
+        }
         let Some(c) = self.coordinating.get_mut(&task_id) else {
             return;
         };
-        if c.is_done() {
-            return;
-        }
         c.done_until = Some(now + linger);
         c.outcome = Some(outcome.clone());
         c.invited.clear();
