@@ -36,6 +36,8 @@ pub struct ScaleStep {
     pub report: Report,
     /// 100% completion and formation p99 within [`SCALE_P99_MS`].
     pub ok: bool,
+    /// Why the run could not be made, if it could not.
+    pub error: Option<String>,
 }
 
 /// The whole suite's results (the schema of `bench.json`).
@@ -97,9 +99,11 @@ fn say(line: &str) {
     let _ = writeln!(out, "{line}");
 }
 
+/// The suite's reference load: 1,000 tasks/min, no work failures.
 fn base(seed: u64) -> SimOptions {
     SimOptions {
         seed,
+        rate: 1_000.0,
         failure_rate: Some(0.0),
         drain: std::time::Duration::from_secs(30),
         ..SimOptions::default()
@@ -183,11 +187,28 @@ pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
     };
     let mut scale = Vec::new();
     for &agents in sizes {
-        let report = run(&SimOptions {
+        let report = match run(&SimOptions {
             agents,
             tasks: scale_tasks,
             ..base(args.seed)
-        })?;
+        }) {
+            Ok(r) => r,
+            // A mesh that cannot even start at this size is a result, not the end
+            // of the suite.
+            Err(e) => {
+                say(&format!("  N={agents:>5}: did not run: {e}"));
+                scale.push(ScaleStep {
+                    agents,
+                    report: Report {
+                        agents,
+                        ..Report::default()
+                    },
+                    ok: false,
+                    error: Some(e.to_string()),
+                });
+                break;
+            }
+        };
         let ok = complete(&report) && report.formation_ms.p99 <= SCALE_P99_MS;
         say(&format!(
             "  N={agents:>5}: completed {}/{}  formation p99 {:.1} ms  RSS {:.0} MiB  heap/agent {}  start {:.1} s",
@@ -200,7 +221,12 @@ pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
                 .map_or("n/a".into(), |h| format!("{h:.0} KiB")),
             report.startup_s
         ));
-        scale.push(ScaleStep { agents, report, ok });
+        scale.push(ScaleStep {
+            agents,
+            report,
+            ok,
+            error: None,
+        });
     }
     let max_agents = scale.iter().filter(|s| s.ok).map(|s| s.agents).max();
 

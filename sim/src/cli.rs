@@ -10,7 +10,7 @@ use crate::{SimError, SimOptions, Transport, bench, run};
 /// bootstrapped through the DHT, a seeded workload of tasks, optional faults — then a
 /// report of latency, throughput, completion and cost.
 ///
-/// With no arguments: 100 agents, 12 skills, 240 tasks at 600 tasks/min.
+/// With no arguments: 100 agents, 12 skills, 120 tasks at 300 tasks/min.
 #[derive(Debug, Parser)]
 #[command(name = "starling-sim", version, about, long_about)]
 pub struct Cli {
@@ -52,10 +52,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100)]
     pub agents: usize,
     /// Tasks to announce.
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 120)]
     pub tasks: usize,
     /// Announcement rate, tasks per minute.
-    #[arg(long, default_value_t = 600.0)]
+    #[arg(long, default_value_t = 300.0)]
     pub rate: f64,
     /// Distinct skills (each agent holds 1–4 of them).
     #[arg(long, default_value_t = 12)]

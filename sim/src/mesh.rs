@@ -138,10 +138,6 @@ impl Mesh {
             }
             config.rng_seed = opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9);
             config.link_faults = Some(mesh.faults.clone());
-            // Every agent's connections live in this one process: cap them well below
-            // a host's default (256) so a thousand agents fit in memory. Gossip needs
-            // a few per skill; the DHT copes with the rest.
-            config.max_connections = 64;
             if let Some(root) = &mesh.data_root {
                 config.data_dir = Some(root.join(format!("agent-{i}")));
             }

@@ -169,13 +169,13 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     .await?;
     pb.set_message("connecting");
     let min_peers = 3.min(nodes - 1);
-    if !mesh
-        .wait_connected(min_peers, Duration::from_secs(120))
-        .await
-    {
+    // Joining is sequential work for the DHT: allow more time for bigger meshes.
+    let limit = Duration::from_secs(120) + Duration::from_millis(300) * nodes as u32;
+    if !mesh.wait_connected(min_peers, limit).await {
         pb.abandon();
         return Err(SimError::Mesh(format!(
-            "not every agent reached {min_peers} peers within 120 s"
+            "not every agent reached {min_peers} peers within {} s",
+            limit.as_secs()
         )));
     }
     let forgers = hostile::spawn_forgers(&workload, opts, &mesh)?;
