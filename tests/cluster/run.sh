@@ -64,6 +64,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
   wait 2>/dev/null
   for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  # A deleted namespace may linger a while in the kernel with its end of a veth
+  # pair; deleting our end removes both now.
+  for ns in "${NAMESPACES[@]}"; do ip link del "$RUN-${ns##*-h}" 2>/dev/null; done
   ip link del "$BRIDGE" 2>/dev/null
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "$rc" -eq 0 ] && [ -z "${STL_KEEP:-}" ]; then
