@@ -41,6 +41,10 @@ pub struct GroupDoc {
     /// Verified changes waiting for their dependencies.
     pending: BTreeMap<ChangeHash, VerifiedChange>,
     equivocators: BTreeSet<AgentKey>,
+    /// The last view and the heads it was computed at: the view is a pure function
+    /// of the document, and reducing it is the dearest read there is, so it is
+    /// computed once per document state.
+    view_cache: std::sync::Mutex<Option<(Vec<ChangeHash>, WorkingGroup)>>,
 }
 
 /// What happened to a batch of remote changes.
@@ -141,6 +145,7 @@ impl GroupDoc {
             by_seq: BTreeMap::new(),
             pending: BTreeMap::new(),
             equivocators: BTreeSet::new(),
+            view_cache: std::sync::Mutex::new(None),
         })
     }
 
@@ -226,7 +231,16 @@ impl GroupDoc {
         if self.genesis.is_none() {
             return Err(CrdtError::NotInitialized);
         }
-        view::reduce(&self.doc, self.initiator)
+        let heads = self.heads();
+        let mut cache = self.view_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, view)) = cache.as_ref()
+            && *at == heads
+        {
+            return Ok(view.clone());
+        }
+        let view = view::reduce(&self.doc, self.initiator)?;
+        *cache = Some((heads, view.clone()));
+        Ok(view)
     }
 
     /// Applies remote changes. Each is verified and checked; refused ones are reported

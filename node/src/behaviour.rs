@@ -142,6 +142,9 @@ impl StarlingBehaviour {
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .disjoint_query_paths(true)
             .set_query_timeout(Duration::from_secs(30))
+            // Ten replicas of each record (Kademlia's default is twenty): plenty for
+            // meshes of thousands, and half the requests per lookup and publication.
+            .set_replication_factor(std::num::NonZeroUsize::new(10).unwrap_or(kad::K_VALUE))
             // Records of agents that left expire within half an hour; live agents'
             // are republished by Kademlia every ten minutes.
             .set_record_ttl(Some(Duration::from_secs(30 * 60)))

@@ -37,7 +37,7 @@ pub struct NodeConfig {
     pub gossip_heartbeat: Duration,
     /// How often to check that each of this agent's skill topics has a mesh, and look
     /// up more providers of the skill if not. Card and provider records are published
-    /// on the 1st, 2nd, 4th … 64th check, then republished by Kademlia every 10 min.
+    /// on the 1st and 4th check, then republished by Kademlia every 10 min.
     /// Default 10 s: a check with full meshes costs nothing on the wire.
     pub discovery_interval: Duration,
     /// Bounded queue of commands from handles. Default 256.

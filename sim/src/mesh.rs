@@ -137,7 +137,6 @@ impl Mesh {
                 config.bootstrap = vec![addrs[k].clone()];
             }
             config.rng_seed = opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9);
-            config.discovery_interval = Duration::from_secs(5);
             config.link_faults = Some(mesh.faults.clone());
             if let Some(root) = &mesh.data_root {
                 config.data_dir = Some(root.join(format!("agent-{i}")));

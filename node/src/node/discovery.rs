@@ -225,17 +225,17 @@ impl NodeActor {
     /// Publishes this agent's signed card, provides its skills and looks for other
     /// providers of them. Runs at start, when the routing table first fills, and every
     /// discovery interval — but does only what is due, so an idle mesh stays quiet:
-    /// card and provider records go out on the 1st, 2nd, 4th, 8th … 64th run (the
-    /// DHT's closest nodes change as the mesh grows), after which Kademlia republishes
-    /// them itself; providers of a skill are looked up only while its topic's mesh is
-    /// short of peers.
+    /// card and provider records go out on the 1st and 4th run (the second time
+    /// because the DHT's closest nodes change while a mesh forms around a newcomer),
+    /// after which Kademlia republishes them itself; providers of a skill are looked
+    /// up only while its topic's mesh is short of peers.
     pub(super) fn discover(&mut self) {
         if !self.discovered_with_peers {
             return;
         }
         self.discovery_runs += 1;
         let runs = self.discovery_runs;
-        let publish = runs.is_power_of_two() && runs <= 64;
+        let publish = runs == 1 || runs == 4;
         if publish {
             self.publish_card();
         }
