@@ -194,3 +194,59 @@ fn the_group_outlives_its_initiator_and_records_the_result() {
         );
     }
 }
+
+#[test]
+fn a_busy_agent_that_declined_is_invited_again_once_it_has_a_free_slot() {
+    let mut mesh = Mesh::new();
+    let i1 = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let i2 = mesh.add(2, &[], 1, Exec::Manual, |_| {});
+    // The only agent with the skill has one slot; both tasks want it at once.
+    let only = mesh.add(
+        10,
+        &[("etl", Level::Expert)],
+        1,
+        Exec::Auto {
+            duration_ms: 2_000,
+            success: true,
+        },
+        |_| {},
+    );
+    let t1 = mesh.announce(i1, spec(&[("etl", Level::Novice, 1)]));
+    let t2 = mesh.announce(i2, spec(&[("etl", Level::Novice, 1)]));
+    assert!(mesh.run_until(60_000, |m| m.finished(t1).is_some()
+        && m.finished(t2).is_some()));
+    let rejects = mesh.sent_by(only, "group_reject");
+    assert!(
+        rejects.iter().all(|(_, m)| matches!(
+            m,
+            Message::GroupReject {
+                reason: crate::RejectReason::NoCapacity,
+                ..
+            }
+        )),
+        "{rejects:?}"
+    );
+    assert!(
+        !rejects.is_empty(),
+        "the busy agent declined one invitation"
+    );
+    for t in [t1, t2] {
+        let (_, outcome, results) = mesh.finished(t).unwrap();
+        assert_eq!(outcome, Outcome::Completed, "task {t}");
+        assert_eq!(results[0].member, only);
+    }
+    // The declined task's document shows the refusal and then the second acceptance.
+    let (declined_by, declined_task) = if rejects[0].0 == i1 {
+        (i1, t1)
+    } else {
+        (i2, t2)
+    };
+    let view = mesh
+        .agent(declined_by)
+        .group(&declined_task)
+        .unwrap()
+        .view()
+        .unwrap();
+    let member = view.member(only.key()).unwrap();
+    assert!(member.result.is_some(), "{member:?}");
+}

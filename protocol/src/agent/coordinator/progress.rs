@@ -274,6 +274,7 @@ impl Agent {
         if let Some(c) = self.coordinating.get_mut(&task_id) {
             c.watched.remove(&member);
             c.last_seen.remove(&member);
+            c.barred.insert(member);
         }
         debug!(task = ?task_id, peer = %member, reason, "member failed");
         self.emit(Event::MemberFailed {
