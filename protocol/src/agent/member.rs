@@ -63,6 +63,11 @@ impl Agent {
             return self.misbehaved(from, e.to_string());
         }
         let task_id = announce.task_id;
+        // One part per agent: a group document holds one member entry per agent (one
+        // skill, one result, one status that a failure verdict overrides), so a
+        // member does not offer for a second part of its task, even once its own part
+        // is done. A failed part goes to an agent outside the group; the coordinator
+        // keeps asking until one is free.
         if self.now >= announce.deadline_ms
             || self.memberships.contains_key(&task_id)
             || self.coordinating.contains_key(&task_id)

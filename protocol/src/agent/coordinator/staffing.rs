@@ -215,7 +215,11 @@ impl Agent {
         if c.needs_announce.is_empty() {
             return;
         }
-        if c.announce.round + 1 >= max_rounds {
+        // The round limit bounds the forming of a group. Once it runs, finished parts
+        // are worth waiting for: a failed part is asked for until the deadline, as a
+        // holder of its skill may free a slot or join later (members of the group do
+        // not count: each agent does one part, see `member_on_announce`).
+        if !c.formed && c.announce.round + 1 >= max_rounds {
             let skills: Vec<String> = c.needs_announce.iter().cloned().collect();
             return self.finish(
                 task_id,
