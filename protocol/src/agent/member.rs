@@ -506,6 +506,7 @@ impl Agent {
         let Some(m) = self.memberships.remove(&task_id) else {
             return;
         };
+        self.hand_over_own_changes(task_id, from, changes);
         let now = self.now;
         if !m.part_done
             && let Some(change) = self.docs.get_mut(&task_id).and_then(|d| d.leave(now).ok())
@@ -637,6 +638,34 @@ impl Agent {
                 self.resume_coordination(task_id, announce);
             }
         }
+    }
+
+    /// Sends `coordinator` the changes of ours that its `batch` (all of its changes)
+    /// lacks: written while the two could not reach each other, they would otherwise
+    /// be lost when this replica closes.
+    fn hand_over_own_changes(&mut self, task_id: TaskId, coordinator: AgentId, batch: &[u8]) {
+        let Some(doc) = self.docs.get(&task_id) else {
+            return;
+        };
+        let theirs: BTreeSet<[u8; 64]> = decode_batch(batch, doc.limits())
+            .map(|b| b.into_iter().map(|c| c.signature).collect())
+            .unwrap_or_default();
+        let me = self.id.key();
+        let mut missing: Vec<SignedChange> = doc
+            .all_changes()
+            .into_iter()
+            .filter(|c| c.signer == me && !theirs.contains(&c.signature))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.truncate(doc.limits().max_batch_changes);
+        let sync = SyncMessage {
+            heads: doc.heads(),
+            changes: missing,
+        }
+        .encode();
+        self.send(coordinator, Message::CrdtChanges { task_id, sync });
     }
 
     /// Everyone in a group but this agent: members of any status and coordinators.
