@@ -10,6 +10,7 @@
 # runs never collide; everything is removed on exit, failure included.
 #
 #   sudo bash tests/cluster/run.sh            # STL_KEEP=1 keeps the work directory
+#   STL_LOG=info,starling_node=debug ...      # the agents' log filter (default info)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=$PWD/tests/cluster
@@ -175,7 +176,7 @@ start_agent() {
     echo 'max_concurrent_tasks = 2'
     echo 'control_api = "127.0.0.1:7401"'
     echo 'metrics = "127.0.0.1:9464"'
-    echo 'log_level = "info"'
+    echo "log_level = \"${STL_LOG:-info}\""
     for s in ${SKILLS_OF[$n]}; do
       printf '\n[[skills]]\nname = "%s"\nlevel = "advanced"\n' "$s"
       printf '\n[handlers.%s]\ncommand = ["sh", "%s/work.sh"]\ntimeout_secs = 120\n' "$s" "$HERE"
@@ -247,10 +248,16 @@ latencies() {
 }
 SKILLS3=(--skill parse:novice --skill render:novice --skill check:novice)
 
-step "three tasks announced from h6 complete through command handlers"
+step "three tasks announced from h6 at once complete through command handlers"
+# Nine parts on five hosts with two slots each: some invitees are busy and
+# decline, and are invited again once a slot frees.
+PLAIN=()
 for i in 1 2 3; do
-  announce 6 "$WORK/plain-$i.json" "${SKILLS3[@]}" --desc "plain $i" --payload "2 200 plain-$i" \
-    || fail "task plain-$i: $(cat "$WORK/plain-$i.json"*)"
+  announce 6 "$WORK/plain-$i.json" "${SKILLS3[@]}" --desc "plain $i" --payload "2 200 plain-$i" &
+  PLAIN+=($!)
+done
+for i in 1 2 3; do
+  wait "${PLAIN[$((i - 1))]}" || fail "task plain-$i: $(cat "$WORK/plain-$i.json"*)"
   check_done "$WORK/plain-$i.json" "plain-$i"
   info "plain-$i: formation/completion ms $(latencies "$WORK/plain-$i.json")"
 done
@@ -385,9 +392,10 @@ fi
 CONVERGENCE=$(($(now_ms) - BACK_AT))
 info "converged ${CONVERGENCE} ms after the link came back: h$VICTIM $(heads_on "$VICTIM"), h6 $(heads_on 6)"
 
-# A task that needs every holder of the skill can only complete with h$VICTIM.
+# A task that needs every holder of the skill can only complete with h$VICTIM
+# (h6 announces it, and an initiator does not offer for its own task).
 HOLDERS=0
-for n in 1 2 3 4 5 6; do [[ " ${SKILLS_OF[$n]} " == *" $VICTIM_SKILL "* ]] && HOLDERS=$((HOLDERS + 1)); done
+for n in 1 2 3 4 5; do [[ " ${SKILLS_OF[$n]} " == *" $VICTIM_SKILL "* ]] && HOLDERS=$((HOLDERS + 1)); done
 announce 6 "$WORK/back.json" --skill "$VICTIM_SKILL:novice:$HOLDERS" --desc "all hands" --payload "1 100 back" \
   || fail "the all-hands task failed: $(cat "$WORK/back.json"*)"
 task_of "$WORK/back.json" | json "d['state'] == 'completed' and '${PEER_ID[$VICTIM]}' in [r['member'] for r in d['results'] if r['success']]" \
