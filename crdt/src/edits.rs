@@ -33,13 +33,19 @@ impl GroupDoc {
                 "the task does not need skill {skill:?}"
             )));
         }
+        // An invitation after a refusal must be later than the one refused, whatever
+        // the clocks say, so that it shows as open (see `crate::view`).
+        let at = match view.member(agent).and_then(|m| m.declined_invite) {
+            Some(declined) => now_ms.max(declined + 1),
+            None => now_ms,
+        };
         let me = self.me();
         self.write(now_ms, |tx, c| {
             let slot = own_slot(tx, &c.invites, me)?;
             let entry = tx.put_object(&slot, agent.to_hex(), ObjType::Map)?;
             tx.put(&entry, K_SKILL, skill)?;
             tx.put(&entry, K_SCORE, score)?;
-            tx.put(&entry, K_AT, now_ms)?;
+            tx.put(&entry, K_AT, at)?;
             Ok(())
         })
     }
@@ -107,6 +113,11 @@ impl GroupDoc {
                 "this agent was declared failed".into(),
             ));
         }
+        if member.status == MemberStatus::Left {
+            return Err(CrdtError::NotAuthorised(
+                "this agent declined or left; it needs a new invitation".into(),
+            ));
+        }
         if member.skill != skill && member.status != MemberStatus::Invited {
             return Err(CrdtError::InvalidArgument(
                 "already accepted for another skill".into(),
@@ -117,27 +128,35 @@ impl GroupDoc {
             tx.put(&slot, K_SKILL, skill)?;
             tx.put(&slot, K_STATUS, MemberStatus::Accepted.as_str())?;
             tx.put(&slot, K_JOINED_AT, now_ms)?;
+            // An earlier refusal no longer stands: leaving later must not read as an
+            // open invitation.
+            if tx.get(&slot, K_DECLINED)?.is_some() {
+                tx.delete(&slot, K_DECLINED)?;
+            }
             Ok(())
         })
     }
 
     /// As an invited agent: declines the invitation for `skill`, so the document
-    /// records the refusal (the member shows as `Left`).
+    /// records the refusal (the member shows as `Left`). The refusal names the
+    /// invitation it answers: a coordinator may invite the agent again later (say,
+    /// once it has a free slot), and that newer invitation is open.
     pub fn decline(&mut self, skill: &str, now_ms: u64) -> Result<SignedChange> {
         let me = self.me();
         let view = self.view()?;
-        match view.member(me) {
-            Some(m) if m.status == MemberStatus::Invited && m.skill == skill => {}
+        let invited_at = match view.member(me) {
+            Some(m) if m.status == MemberStatus::Invited && m.skill == skill => m.invited_at,
             _ => {
                 return Err(CrdtError::NotAuthorised(
                     "no open invitation for this skill".into(),
                 ));
             }
-        }
+        };
         self.write(now_ms, |tx, c| {
             let slot = own_slot(tx, &c.members, me)?;
             tx.put(&slot, K_SKILL, skill)?;
             tx.put(&slot, K_STATUS, MemberStatus::Left.as_str())?;
+            tx.put(&slot, K_DECLINED, invited_at)?;
             Ok(())
         })
     }

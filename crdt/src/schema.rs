@@ -5,7 +5,7 @@
 //! ├─ v: 1                    schema version
 //! ├─ task: { id: bytes, initiator: hex, max_group_size: uint, created_at: uint,
 //! │          skills: { <name>: uint count } }          frozen after genesis
-//! ├─ members:  { <X>: { skill, status, joined_at, progress, checkpoint,
+//! ├─ members:  { <X>: { skill, status, joined_at, declined, progress, checkpoint,
 //! │                     checkpoint_at, outcome, result, suspects: { <Y>: true } } }
 //! ├─ invites:  { <W>: { <X>: { skill, score, at } } }
 //! ├─ verdicts: { <W>: { <X>: { reason, at } } }
@@ -38,6 +38,9 @@ pub(crate) const K_SKILLS: &str = "skills";
 pub(crate) const K_SKILL: &str = "skill";
 pub(crate) const K_STATUS: &str = "status";
 pub(crate) const K_JOINED_AT: &str = "joined_at";
+/// In a member's own entry: the `at` of the invitation it declined. A later
+/// invitation (a greater `at`) is open again.
+pub(crate) const K_DECLINED: &str = "declined";
 pub(crate) const K_PROGRESS: &str = "progress";
 pub(crate) const K_CHECKPOINT: &str = "checkpoint";
 pub(crate) const K_CHECKPOINT_AT: &str = "checkpoint_at";

@@ -20,6 +20,10 @@
 //! initiator's invitations stay valid after it is replaced. The chain is finite: each
 //! step adds a member not in it yet.
 //!
+//! **Refusals.** A member that declines writes `declined`: the `at` of the invitation
+//! it answers. A later invitation (a greater `at`, which [`crate::GroupDoc::invite`]
+//! guarantees) shows the member as invited again; accepting clears the refusal.
+//!
 //! **Selection.** For each required skill (in name order): the accepted or active
 //! members invited for that skill, ranked by their invitation score (highest first,
 //! then lowest agent id), up to the skill's count; the total is capped by the group's
@@ -49,6 +53,8 @@ pub struct MemberView {
     pub invited_at: u64,
     /// When it accepted (ms), as it wrote.
     pub joined_at: Option<u64>,
+    /// The `at` of the invitation it last declined, while that refusal stands.
+    pub declined_invite: Option<u64>,
     /// Progress 0..=1 as it last reported.
     pub progress: f64,
     /// Its latest checkpoint.
@@ -337,14 +343,25 @@ fn read_members(
             .as_ref()
             .and_then(|o| str_by(doc, o, K_STATUS, x))
             .and_then(|s| MemberStatus::parse_own(&s));
+        let declined = match own_status {
+            Some(MemberStatus::Left) => own.as_ref().and_then(|o| u64_by(doc, o, K_DECLINED, x)),
+            _ => None,
+        };
         // The member's own claim picks among its invitations; it cannot invent a skill.
         let matching = invs
             .iter()
             .filter(|i| Some(&i.skill) == own_skill.as_ref())
             .max_by(|a, b| a.score.total_cmp(&b.score));
         let best = invs.iter().max_by(|a, b| a.score.total_cmp(&b.score));
-        let (invite, accepted) = match (matching, own_status) {
-            (Some(i), Some(s)) => (i, Some(s)),
+        // A refusal answers one invitation: one made after it is open again.
+        let reinvited = declined.and_then(|d| {
+            invs.iter()
+                .filter(|i| i.at > d)
+                .max_by(|a, b| a.score.total_cmp(&b.score))
+        });
+        let (invite, accepted) = match (reinvited, matching, own_status) {
+            (Some(i), _, _) => (i, None),
+            (None, Some(i), Some(s)) => (i, Some(s)),
             _ => match best {
                 Some(i) => (i, None),
                 None => continue,
@@ -363,6 +380,7 @@ fn read_members(
             score: invite.score,
             invited_at: invite.at,
             joined_at: None,
+            declined_invite: declined.filter(|_| reinvited.is_none()),
             progress: 0.0,
             checkpoint: None,
             checkpoint_at: None,

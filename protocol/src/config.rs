@@ -31,8 +31,9 @@ pub struct AgentConfig {
     pub peer_down_grace_ms: u64,
     /// Wait before announcing again when a skill got no usable offer. Default 1 s.
     pub reannounce_interval_ms: u64,
-    /// Announcement rounds before a task fails for want of agents. Default 30 (about
-    /// half a minute of asking).
+    /// Announcement rounds before a task that has not formed yet fails for want of
+    /// agents. Default 30 (about half a minute of asking). A running group that lost
+    /// a member asks for a replacement until the task's deadline.
     pub max_announce_rounds: u32,
     /// Age that raises a task's effective priority by one level. Default 10 s: a Low
     /// task waiting 30 s outranks a fresh Critical one, so nothing starves.

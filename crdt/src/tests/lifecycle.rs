@@ -158,3 +158,35 @@ fn a_declined_invitation_is_recorded_and_frees_the_slot() {
     init.apply([reps[1].accept("rust", T0 + 4).unwrap()]);
     assert_eq!(init.view().unwrap().skills[0].selected, vec![agent(3)]);
 }
+
+#[test]
+fn an_agent_that_declined_can_be_invited_again_and_accept() {
+    let (mut init, mut reps, _) = group(1, &[("rust", 1)], 1, &[2]);
+    init.invite(agent(2), "rust", 0.9, T0 + 10).unwrap();
+    reps[0].apply(init.all_changes());
+    init.apply([reps[0].decline("rust", T0 + 11).unwrap()]);
+    let view = init.view().unwrap();
+    let m = view.member(agent(2)).unwrap();
+    assert_eq!(m.status, MemberStatus::Left);
+    assert_eq!(m.declined_invite, Some(T0 + 10));
+    assert!(
+        reps[0].accept("rust", T0 + 12).is_err(),
+        "a refusal stands until a new invitation"
+    );
+    // Invited again, by a coordinator whose clock lags: the new invitation is still
+    // later than the refused one, so it is open.
+    init.invite(agent(2), "rust", 0.8, T0 + 5).unwrap();
+    reps[0].apply(init.all_changes());
+    let m = reps[0].view().unwrap().member(agent(2)).unwrap().clone();
+    assert_eq!(m.status, MemberStatus::Invited);
+    assert!(m.invited_at > T0 + 10);
+    assert_eq!(m.declined_invite, None);
+    init.apply([reps[0].accept("rust", T0 + 13).unwrap()]);
+    assert_eq!(init.view().unwrap().skills[0].selected, vec![agent(2)]);
+    // Leaving after that is leaving, not an open invitation.
+    init.apply([reps[0].leave(T0 + 14).unwrap()]);
+    let view = init.view().unwrap();
+    assert_eq!(view.member(agent(2)).unwrap().status, MemberStatus::Left);
+    assert_eq!(view.member(agent(2)).unwrap().declined_invite, None);
+    assert_eq!(view, reps[0].view().unwrap());
+}

@@ -1,11 +1,15 @@
 //! Follows a node's events: keeps what the control API shows of each task (state,
 //! group, progress, results) and re-publishes every event, as JSON, to the API's
 //! event stream. A record is updated before its event is published, so a client
-//! that sees `task_finished` and then asks for the task sees it finished.
+//! that sees `task_finished` and then asks for the task sees it finished. Every
+//! event carries `at_ms`, the wall-clock time (Unix ms) at which this agent saw it,
+//! and every record the times its task was announced, formed and finished here:
+//! latencies can be read without trusting a client's clock or its delays.
 
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{Value, json};
@@ -18,6 +22,13 @@ use crate::{Handle, NodeEvent, app::wire};
 const MAX_RECORDS: usize = 10_000;
 /// Stream events buffered for a slow subscriber before it misses some.
 const STREAM_QUEUE: usize = 1024;
+
+/// Wall-clock time in Unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Where a task stands, as this agent sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +73,12 @@ struct TaskRecord {
     results: Vec<PartResult>,
     /// The skill of this agent's own part, if it has one.
     my_part: Option<String>,
+    /// When this agent first saw the task announced (Unix ms).
+    announced_at_ms: Option<u64>,
+    /// When it first saw the group formed.
+    formed_at_ms: Option<u64>,
+    /// When it saw the task finish.
+    finished_at_ms: Option<u64>,
 }
 
 impl TaskRecord {
@@ -75,6 +92,9 @@ impl TaskRecord {
             outcome: None,
             results: Vec::new(),
             my_part: None,
+            announced_at_ms: None,
+            formed_at_ms: None,
+            finished_at_ms: None,
         }
     }
 
@@ -173,6 +193,7 @@ impl TaskTracker {
     fn publish(&self, kind: &'static str, mut data: Value) {
         if let Value::Object(obj) = &mut data {
             obj.insert("kind".into(), json!(kind));
+            obj.entry("at_ms").or_insert_with(|| json!(now_ms()));
         }
         let _ = self.stream.send(StreamEvent { kind, data });
     }
@@ -180,8 +201,10 @@ impl TaskTracker {
     /// Notes a task announced through the API (so its description is shown).
     pub fn note_announced(&self, task_id: TaskId, description: &str) {
         let mut records = self.lock();
+        let at = now_ms();
         Self::with(&mut records, task_id, TaskState::Announced, |r| {
             r.description = Some(description.to_string());
+            r.announced_at_ms.get_or_insert(at);
         });
     }
 
@@ -213,20 +236,25 @@ impl TaskTracker {
 
     fn observe(&self, e: &NodeEvent) {
         let (kind, mut data) = wire::event(e, |s| self.executor_of(s));
+        let at = now_ms();
+        if let Value::Object(obj) = &mut data {
+            obj.insert("at_ms".into(), json!(at));
+        }
         {
             let mut records = self.lock();
             if let NodeEvent::Agent(e) = e {
-                self.update(&mut records, e, &mut data);
+                self.update(&mut records, e, at, &mut data);
             }
         }
         self.publish(kind, data);
     }
 
-    fn update(&self, records: &mut Records, e: &Event, data: &mut Value) {
+    fn update(&self, records: &mut Records, e: &Event, at: u64, data: &mut Value) {
         use TaskState::*;
         match e {
             Event::TaskAnnounced { task_id, round, .. } => {
                 Self::with(records, *task_id, Announced, |r| {
+                    r.announced_at_ms.get_or_insert(at);
                     r.round = *round;
                     if r.state == Waiting {
                         r.state = Announced;
@@ -238,6 +266,7 @@ impl TaskTracker {
             }
             Event::GroupFormed { task_id, members } => {
                 Self::with(records, *task_id, Running, |r| {
+                    r.formed_at_ms.get_or_insert(at);
                     r.state = Running;
                     r.members = members.clone();
                 });
@@ -290,6 +319,7 @@ impl TaskTracker {
                     Outcome::Failed(_) => Failed,
                 };
                 Self::with(records, *task_id, state, |r| {
+                    r.finished_at_ms.get_or_insert(at);
                     r.state = state;
                     r.outcome = Some(outcome.clone());
                     r.results = results.clone();
@@ -333,6 +363,9 @@ impl TaskTracker {
             })).collect::<Vec<_>>(),
             "outcome": r.outcome.as_ref().map(wire::outcome),
             "results": r.results.iter().map(wire::part_result).collect::<Vec<_>>(),
+            "announced_at_ms": r.announced_at_ms,
+            "formed_at_ms": r.formed_at_ms,
+            "finished_at_ms": r.finished_at_ms,
         }))
     }
 }

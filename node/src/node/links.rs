@@ -29,6 +29,11 @@ pub(super) enum Inbound {
     },
 }
 
+/// Peers whose addresses are remembered, at most.
+const MAX_PEERS: usize = 4096;
+/// Addresses remembered per peer, at most.
+const MAX_ADDRS: usize = 8;
+
 /// Fault state of one node: the shared controller, the delay queue, and the peers
 /// blocked because a partition cuts them off.
 pub(super) struct Links {
@@ -38,7 +43,9 @@ pub(super) struct Links {
     held: BTreeMap<(Instant, u64), Inbound>,
     next_seq: u64,
     cut_off: BTreeSet<PeerId>,
-    /// Listen addresses peers reported (kept only under faults, to redial on heal).
+    /// Listen addresses peers reported, to dial them again after a partition (a real
+    /// one or an injected one) made Kademlia forget them. Bounded by `MAX_PEERS`
+    /// peers of `MAX_ADDRS` addresses each.
     addrs: BTreeMap<PeerId, Vec<Multiaddr>>,
 }
 
@@ -77,17 +84,22 @@ impl Links {
     }
 
     /// Remembers addresses a peer can be dialled on (its identify listen addresses, or
-    /// the address we dialled it on), if faults are on.
+    /// the address we dialled it on).
     pub(super) fn learned(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
-        if self.faults.is_none() {
+        if !self.addrs.contains_key(&peer) && self.addrs.len() >= MAX_PEERS {
             return;
         }
         let known = self.addrs.entry(peer).or_default();
         for a in addrs {
-            if !known.contains(a) && known.len() < 8 {
+            if !known.contains(a) && known.len() < MAX_ADDRS {
                 known.push(a.clone());
             }
         }
+    }
+
+    /// The addresses a peer reported, if any.
+    pub(super) fn addrs_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.addrs.get(peer).cloned().unwrap_or_default()
     }
 
     fn is_cut(&self, me: &starling_protocol::AgentId, peer: &PeerId) -> bool {

@@ -15,7 +15,10 @@ use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify,
     request_response::{self, OutboundRequestId},
-    swarm::SwarmEvent,
+    swarm::{
+        SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use starling_protocol::{
     Agent, AgentId, Audience, Command, Event, Input, Message, Outcome, Output, PartResult,
@@ -659,6 +662,22 @@ impl NodeActor {
         let Ok(peer) = peer_id_of(&send.to) else {
             return;
         };
+        if !self.swarm.is_connected(&peer) {
+            // After a partition Kademlia may have dropped the peer's addresses (its
+            // dials failed), and the request would fail for want of one: dial the
+            // addresses the peer reported itself. A member cut off from its
+            // coordinator reconnects this way when it next sends.
+            let addrs = self.links.addrs_of(&peer);
+            if !addrs.is_empty() {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    trace!(%peer, error = %e, "no dial before a direct send");
+                }
+            }
+        }
         let id = self
             .swarm
             .behaviour_mut()

@@ -141,6 +141,33 @@ command = ["sh", "-c", "echo cannot do this >&2; exit 3"]
     );
     assert!(text(&a.cli(&["task", "list"]).stdout).contains(&id));
 
+    // The record says when the task was announced, formed and finished, in order.
+    let task = get(a.api_addr(), &format!("/v1/tasks/{id}")).json();
+    let at = |k: &str| {
+        task[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{k} missing: {task}"))
+    };
+    assert!(
+        at("announced_at_ms") <= at("formed_at_ms") && at("formed_at_ms") <= at("finished_at_ms"),
+        "{task}"
+    );
+    // The coordinator keeps the dissolved group's document and shows its heads.
+    let groups = get(a.api_addr(), "/v1/groups").json();
+    let group = groups
+        .as_array()
+        .and_then(|gs| gs.iter().find(|g| g["task_id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("no group for {id}: {groups}"));
+    assert_eq!(group["status"], "dissolved", "{group}");
+    let heads = group["heads"].as_array().expect("heads");
+    assert!(
+        !heads.is_empty()
+            && heads
+                .iter()
+                .all(|h| h.as_str().is_some_and(|h| h.len() == 64)),
+        "{group}"
+    );
+
     // 2. An api-mode part completed by hand through C's API: it waits, can be
     // claimed once, takes progress, and completes.
     let out = a.cli(&[

@@ -63,6 +63,11 @@ impl Agent {
             return self.misbehaved(from, e.to_string());
         }
         let task_id = announce.task_id;
+        // One part per agent: a group document holds one member entry per agent (one
+        // skill, one result, one status that a failure verdict overrides), so a
+        // member does not offer for a second part of its task, even once its own part
+        // is done. A failed part goes to an agent outside the group; the coordinator
+        // keeps asking until one is free.
         if self.now >= announce.deadline_ms
             || self.memberships.contains_key(&task_id)
             || self.coordinating.contains_key(&task_id)
@@ -283,6 +288,14 @@ impl Agent {
                     .decline(&skill, self.now)
                     .map(|c| encode_batch(&[c]))
                     .unwrap_or_default();
+                if reason == RejectReason::NoCapacity {
+                    // Offer again once a slot frees: the coordinator may still need us.
+                    self.add_to_backlog(BacklogEntry {
+                        announce: task,
+                        from,
+                        received_at: self.now,
+                    });
+                }
                 return self.send(
                     from,
                     Message::GroupReject {
@@ -501,6 +514,7 @@ impl Agent {
         let Some(m) = self.memberships.remove(&task_id) else {
             return;
         };
+        self.hand_over_own_changes(task_id, from, changes);
         let now = self.now;
         if !m.part_done
             && let Some(change) = self.docs.get_mut(&task_id).and_then(|d| d.leave(now).ok())
@@ -632,6 +646,34 @@ impl Agent {
                 self.resume_coordination(task_id, announce);
             }
         }
+    }
+
+    /// Sends `coordinator` the changes of ours that its `batch` (all of its changes)
+    /// lacks: written while the two could not reach each other, they would otherwise
+    /// be lost when this replica closes.
+    fn hand_over_own_changes(&mut self, task_id: TaskId, coordinator: AgentId, batch: &[u8]) {
+        let Some(doc) = self.docs.get(&task_id) else {
+            return;
+        };
+        let theirs: BTreeSet<[u8; 64]> = decode_batch(batch, doc.limits())
+            .map(|b| b.into_iter().map(|c| c.signature).collect())
+            .unwrap_or_default();
+        let me = self.id.key();
+        let mut missing: Vec<SignedChange> = doc
+            .all_changes()
+            .into_iter()
+            .filter(|c| c.signer == me && !theirs.contains(&c.signature))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.truncate(doc.limits().max_batch_changes);
+        let sync = SyncMessage {
+            heads: doc.heads(),
+            changes: missing,
+        }
+        .encode();
+        self.send(coordinator, Message::CrdtChanges { task_id, sync });
     }
 
     /// Everyone in a group but this agent: members of any status and coordinators.

@@ -241,9 +241,13 @@ impl Agent {
         self.docs.get(task_id)
     }
 
-    /// Tasks this agent coordinates now.
+    /// Tasks this agent coordinates now (finished ones it still answers for are not
+    /// listed).
     pub fn coordinating(&self) -> impl Iterator<Item = &TaskId> {
-        self.coordinating.keys()
+        self.coordinating
+            .iter()
+            .filter(|(_, c)| !c.is_done())
+            .map(|(t, _)| t)
     }
 
     /// Tasks this agent is a member of now.

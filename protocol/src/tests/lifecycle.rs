@@ -73,8 +73,17 @@ fn a_three_skill_task_forms_with_the_best_offers_and_completes() {
         Some(starling_crdt::TaskOutcome::Completed)
     );
     assert_eq!(init_view.skills_covered().len(), 3);
-    // After the linger period the initiator closes the document and hands out a snapshot.
-    mesh.run_for(20_000);
+    // The initiator keeps the document while a member may still hold the group (until
+    // the deadline plus twice the suspicion timeout), then closes it and hands out a
+    // snapshot.
+    let timeout = mesh.agent(initiator).config().suspicion_timeout_ms;
+    let announced =
+        mesh.events_where(|a, e| *a == initiator && matches!(e, Event::TaskAnnounced { .. }))[0].0;
+    let linger_end = announced + 120_000 + 2 * timeout;
+    mesh.run_for(linger_end - 1 - mesh.now);
+    assert!(mesh.agent(initiator).group(&task).is_some());
+    assert_eq!(mesh.agent(initiator).coordinating().count(), 0, "finished");
+    mesh.run_for(2);
     assert!(mesh.agent(initiator).group(&task).is_none());
     let snapshot = mesh.events.iter().find_map(|(_, a, e)| match e {
         Event::GroupClosed { task_id, snapshot } if *task_id == task && *a == initiator => {

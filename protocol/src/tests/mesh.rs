@@ -1,6 +1,6 @@
 //! A deterministic in-memory mesh of [`Agent`]s: a router that opens and checks every
 //! envelope (signature, audience, replay) like a node would, a fake clock, executors
-//! driven by policy, and fault injection (kill, drop, duplicate).
+//! driven by policy, and fault injection (kill, cut and heal, duplicate, latency).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -38,6 +38,8 @@ pub(crate) struct Mesh {
     work: BTreeMap<Timestamp, Vec<(AgentId, Command)>>,
     pub(crate) exec: BTreeMap<AgentId, Exec>,
     pub(crate) dead: BTreeSet<AgentId>,
+    /// Links that drop every packet, in both directions, until healed.
+    cuts: BTreeSet<(AgentId, AgentId)>,
     pub(crate) events: Vec<(Timestamp, AgentId, Event)>,
     /// Every message delivered: (time, from, to, message).
     pub(crate) delivered: Vec<(Timestamp, AgentId, AgentId, Message)>,
@@ -61,6 +63,7 @@ impl Mesh {
             work: BTreeMap::new(),
             exec: BTreeMap::new(),
             dead: BTreeSet::new(),
+            cuts: BTreeSet::new(),
             events: Vec::new(),
             delivered: Vec::new(),
             duplicate: false,
@@ -121,6 +124,28 @@ impl Mesh {
 
     pub(crate) fn kill(&mut self, id: AgentId) {
         self.dead.insert(id);
+    }
+
+    /// Cuts every link between `side` and `others` (both directions): packets on them
+    /// are dropped, as on a partitioned network, until [`Mesh::heal`]. The agents keep
+    /// running.
+    pub(crate) fn cut(&mut self, side: &[AgentId], others: &[AgentId]) {
+        for a in side {
+            for b in others.iter().filter(|b| *b != a) {
+                self.cuts.insert((*a, *b));
+                self.cuts.insert((*b, *a));
+            }
+        }
+    }
+
+    /// Restores every cut link; packets dropped meanwhile stay lost.
+    pub(crate) fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    /// Every agent but `id`.
+    pub(crate) fn others(&self, id: AgentId) -> Vec<AgentId> {
+        self.agents.keys().copied().filter(|a| *a != id).collect()
     }
 
     /// Announces a task from `initiator`.
@@ -241,7 +266,10 @@ impl Mesh {
     }
 
     fn deliver(&mut self, p: Packet) {
-        if self.dead.contains(&p.to) || self.dead.contains(&p.from) {
+        if self.dead.contains(&p.to)
+            || self.dead.contains(&p.from)
+            || self.cuts.contains(&(p.from, p.to))
+        {
             return;
         }
         let opened = SignedEnvelope::open(&p.bytes).expect("honest envelopes open");

@@ -4,6 +4,7 @@ mod alloc;
 mod hostile;
 mod lifecycle;
 mod mesh;
+mod partition;
 mod recovery;
 mod scheduling;
 mod voting;

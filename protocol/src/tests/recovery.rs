@@ -246,3 +246,104 @@ fn a_coordinator_replaced_while_paused_steps_down_instead_of_finishing_again() {
     assert!(mesh.agent(init).coordinating().next().is_none());
     let _ = (a, b);
 }
+
+#[test]
+fn a_busy_agent_that_declined_is_invited_again_once_it_has_a_free_slot() {
+    let mut mesh = Mesh::new();
+    let i1 = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let i2 = mesh.add(2, &[], 1, Exec::Manual, |_| {});
+    // The only agent with the skill has one slot; both tasks want it at once.
+    let only = mesh.add(
+        10,
+        &[("etl", Level::Expert)],
+        1,
+        Exec::Auto {
+            duration_ms: 2_000,
+            success: true,
+        },
+        |_| {},
+    );
+    let t1 = mesh.announce(i1, spec(&[("etl", Level::Novice, 1)]));
+    let t2 = mesh.announce(i2, spec(&[("etl", Level::Novice, 1)]));
+    assert!(mesh.run_until(60_000, |m| m.finished(t1).is_some()
+        && m.finished(t2).is_some()));
+    let rejects = mesh.sent_by(only, "group_reject");
+    assert!(
+        rejects.iter().all(|(_, m)| matches!(
+            m,
+            Message::GroupReject {
+                reason: crate::RejectReason::NoCapacity,
+                ..
+            }
+        )),
+        "{rejects:?}"
+    );
+    assert!(
+        !rejects.is_empty(),
+        "the busy agent declined one invitation"
+    );
+    for t in [t1, t2] {
+        let (_, outcome, results) = mesh.finished(t).unwrap();
+        assert_eq!(outcome, Outcome::Completed, "task {t}");
+        assert_eq!(results[0].member, only);
+    }
+    // The declined task's document shows the refusal and then the second acceptance.
+    let (declined_by, declined_task) = if rejects[0].0 == i1 {
+        (i1, t1)
+    } else {
+        (i2, t2)
+    };
+    let view = mesh
+        .agent(declined_by)
+        .group(&declined_task)
+        .unwrap()
+        .view()
+        .unwrap();
+    let member = view.member(only.key()).unwrap();
+    assert!(member.result.is_some(), "{member:?}");
+}
+
+#[test]
+fn a_failed_part_waits_for_a_holder_outside_the_group_instead_of_failing() {
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    // `both` holds both skills but takes only one part: a group document has one
+    // member entry, one part, per agent.
+    let both = mesh.add(
+        10,
+        &[("a", Level::Expert), ("b", Level::Novice)],
+        2,
+        Exec::Auto {
+            duration_ms: 500,
+            success: true,
+        },
+        |_| {},
+    );
+    let doomed = mesh.add(11, &[("b", Level::Expert)], 1, Exec::Manual, |_| {});
+    let task = mesh.announce(
+        init,
+        spec(&[("a", Level::Novice, 1), ("b", Level::Novice, 1)]),
+    );
+    assert!(mesh.run_until(10_000, |m| {
+        !m.events_where(|a, e| *a == doomed && matches!(e, Event::TaskAssigned(_)))
+            .is_empty()
+    }));
+    mesh.kill(doomed);
+    // The only other holder of "b" is in the group already; a new one appears only
+    // after longer than the announcement rounds that staffing a group may take.
+    let rounds = mesh.agent(init).config().max_announce_rounds as u64;
+    let interval = mesh.agent(init).config().reannounce_interval_ms;
+    mesh.run_for(rounds * interval * 3 / 2);
+    assert!(mesh.finished(task).is_none(), "{:?}", mesh.finished(task));
+    let late = mesh.worker(12, "b", Level::Advanced);
+    assert!(mesh.run_until(60_000, |m| m.finished(task).is_some()));
+    let (_, outcome, results) = mesh.finished(task).unwrap();
+    assert_eq!(outcome, Outcome::Completed);
+    let by_skill = |s: &str| results.iter().find(|r| r.skill == s).unwrap().member;
+    assert_eq!(by_skill("a"), both);
+    assert_eq!(by_skill("b"), late);
+    assert!(
+        mesh.sent_by(both, "group_accept").len() == 1,
+        "one part per agent"
+    );
+}

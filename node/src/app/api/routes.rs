@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use super::{ApiError, ApiState, JsonBody};
 use crate::{
     FinishedTask, Handle, PartOutcome, TaskInfo,
-    app::{executor::AssignmentError, wire},
+    app::{executor::AssignmentError, tracker::now_ms, wire},
 };
 
 /// Announce bodies: a 256 KiB payload in base64, and the rest.
@@ -432,6 +432,7 @@ pub(super) async fn groups(State(s): State<ApiState>) -> ApiResult {
                         "agent": agent.to_string(),
                         "status": lower_debug(status),
                     })).collect::<Vec<_>>(),
+                    "heads": g.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 })
             })
             .collect(),
@@ -448,14 +449,19 @@ pub(super) async fn events(
     State(s): State<ApiState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = s.tracker.subscribe();
-    let ready = json!({ "kind": "ready", "peer_id": s.handle.id().to_string() });
+    let ready = json!({
+        "kind": "ready",
+        "peer_id": s.handle.id().to_string(),
+        "at_ms": now_ms(),
+    });
     let first = stream::once(async move { sse("ready", &ready) });
     let rest = stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
             Ok(e) => sse(e.kind, &e.data),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                sse("lagged", &json!({ "kind": "lagged", "missed": n }))
-            }
+            Err(broadcast::error::RecvError::Lagged(n)) => sse(
+                "lagged",
+                &json!({ "kind": "lagged", "missed": n, "at_ms": now_ms() }),
+            ),
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((event, rx))

@@ -49,8 +49,13 @@ pub(crate) struct Coordination {
     pub(in crate::agent) collect_until: Option<Timestamp>,
     /// Offers per skill, best first.
     pub(in crate::agent) offers: BTreeMap<String, Vec<Candidate>>,
-    /// Agents invited at some point (never invited twice).
+    /// Agents invited at some point (whose answers are expected).
     pub(in crate::agent) tried: BTreeSet<AgentId>,
+    /// Agents never to invite again for this task: they cannot do the part (not
+    /// qualified, or refused for a reason that lasts), or their part failed. An agent
+    /// that declined for want of a free slot, or did not answer in time, is not barred:
+    /// it may offer again and be invited again.
+    pub(in crate::agent) barred: BTreeSet<AgentId>,
     /// Invitations not answered yet.
     pub(in crate::agent) invited: BTreeMap<AgentId, Invitation>,
     /// Last sign of life of each watched member.
@@ -88,6 +93,7 @@ impl Coordination {
             collect_until: collecting.then_some(now + config.offer_window_ms),
             offers: BTreeMap::new(),
             tried: BTreeSet::new(),
+            barred: BTreeSet::new(),
             invited: BTreeMap::new(),
             last_seen: BTreeMap::new(),
             watched: BTreeSet::new(),

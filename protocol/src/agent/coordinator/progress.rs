@@ -20,7 +20,7 @@ impl Agent {
         progress: f64,
         changes: &[u8],
     ) {
-        if !self.coord_hears_member(from, task_id) {
+        if !self.coord_hears_member(from, task_id, changes) {
             return;
         }
         let (carried, applied) = self.apply_batch_counted(from, task_id, changes);
@@ -43,7 +43,7 @@ impl Agent {
         task_id: TaskId,
         changes: &[u8],
     ) {
-        if !self.coord_hears_member(from, task_id) {
+        if !self.coord_hears_member(from, task_id, changes) {
             return;
         }
         // Progress even if nothing new applied: the result may have arrived by sync.
@@ -52,16 +52,28 @@ impl Agent {
     }
 
     pub(in crate::agent) fn coord_on_heartbeat(&mut self, from: AgentId, task_id: TaskId) {
-        self.coord_hears_member(from, task_id);
+        self.coord_hears_member(from, task_id, &[]);
     }
 
     /// Records a sign of life from a member; answers a member that missed the end.
     /// Returns whether the message should be processed further.
-    pub(in crate::agent) fn coord_hears_member(&mut self, from: AgentId, task_id: TaskId) -> bool {
-        let Some(c) = self.coordinating.get_mut(&task_id) else {
+    ///
+    /// After the end, what a member of the group wrote meanwhile (`changes`: say, a
+    /// result recorded while it was cut off) is still kept, so that both replicas end
+    /// up with the same history; the verdicts already written decide what counts.
+    pub(in crate::agent) fn coord_hears_member(
+        &mut self,
+        from: AgentId,
+        task_id: TaskId,
+        changes: &[u8],
+    ) -> bool {
+        let Some(c) = self.coordinating.get(&task_id) else {
             return false;
         };
         if let Some(outcome) = c.outcome.clone() {
+            if !changes.is_empty() && self.in_group(&task_id, from) {
+                self.apply_batch(from, task_id, changes);
+            }
             let changes = self.encode_all(&task_id);
             self.send(
                 from,
@@ -73,6 +85,9 @@ impl Agent {
             );
             return false;
         }
+        let Some(c) = self.coordinating.get_mut(&task_id) else {
+            return false;
+        };
         if !c.last_seen.contains_key(&from) && !c.tried.contains(&from) {
             self.stray(from, "task message from a non-member");
             return false;
@@ -274,6 +289,7 @@ impl Agent {
         if let Some(c) = self.coordinating.get_mut(&task_id) {
             c.watched.remove(&member);
             c.last_seen.remove(&member);
+            c.barred.insert(member);
         }
         debug!(task = ?task_id, peer = %member, reason, "member failed");
         self.emit(Event::MemberFailed {
@@ -404,7 +420,7 @@ impl Agent {
         certificate: Option<crate::consensus::Certificate>,
     ) {
         let now = self.now;
-        let linger = 2 * self.config.suspicion_timeout_ms;
+        let timeout = self.config.suspicion_timeout_ms;
         let alpha = self.config.ewma_alpha;
         match self.coordinating.get(&task_id) {
             Some(c) if !c.is_done() => {}
@@ -416,7 +432,11 @@ impl Agent {
         let Some(c) = self.coordinating.get_mut(&task_id) else {
             return;
         };
-        c.done_until = Some(now + linger);
+        // Keep the document and answer stragglers for as long as a member may still
+        // hold the group: members give up on it at the deadline plus the suspicion
+        // timeout. A member cut off meanwhile learns the end, and hands over what it
+        // wrote, when it is heard from again.
+        c.done_until = Some((now + 2 * timeout).max(c.announce.deadline_ms + 2 * timeout));
         c.outcome = Some(outcome.clone());
         c.invited.clear();
         c.watched.clear();

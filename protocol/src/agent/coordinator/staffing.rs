@@ -1,6 +1,9 @@
 //! Staffing a task: ranking offers, inviting the best, keeping standbys, announcing
 //! again when a skill has no offer left.
 
+use std::collections::BTreeSet;
+
+use starling_crdt::MemberStatus;
 use tracing::debug;
 
 use super::{Candidate, Invitation};
@@ -84,20 +87,47 @@ impl Agent {
             .collect()
     }
 
+    /// Agents that may not be invited now: barred ones, ones with an invitation
+    /// open, and ones the document shows in the group, failed, or gone for good.
+    /// What is left are agents never invited, and agents whose refusal or silence
+    /// answered an earlier invitation and who offered again.
+    fn not_invitable(&self, task_id: TaskId) -> BTreeSet<AgentId> {
+        let Some(c) = self.coordinating.get(&task_id) else {
+            return BTreeSet::new();
+        };
+        let mut out: BTreeSet<AgentId> = c.barred.iter().chain(c.invited.keys()).copied().collect();
+        if let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) {
+            out.extend(
+                view.members
+                    .values()
+                    .filter(|m| match m.status {
+                        MemberStatus::Invited => false,
+                        // Declined: a new invitation is open again (see the crdt view).
+                        MemberStatus::Left => m.declined_invite.is_none(),
+                        _ => true,
+                    })
+                    .map(|m| AgentId::from(m.key)),
+            );
+        }
+        out
+    }
+
     pub(in crate::agent) fn enough_offers(&self, task_id: TaskId) -> bool {
         let Some(c) = self.coordinating.get(&task_id) else {
             return false;
         };
         let per_slot = 1 + self.config.standbys_per_slot as usize;
+        let skip = self.not_invitable(task_id);
         self.vacancies(task_id).iter().all(|(skill, n)| {
-            let usable = c.offers.get(skill).map_or(0, |l| {
-                l.iter().filter(|o| !c.tried.contains(&o.agent)).count()
-            });
+            let usable = c
+                .offers
+                .get(skill)
+                .map_or(0, |l| l.iter().filter(|o| !skip.contains(&o.agent)).count());
             usable >= *n as usize * per_slot
         })
     }
 
-    /// Invites the best untried offers into open slots; schedules a new announcement
+    /// Invites the best invitable offers into open slots; schedules a new announcement
     /// for skills with no offer left.
     pub(in crate::agent) fn fill_vacancies(&mut self, task_id: TaskId) {
         match self.coordinating.get(&task_id) {
@@ -106,11 +136,14 @@ impl Agent {
         }
         for (skill, mut need) in self.vacancies(task_id) {
             while need > 0 {
+                // Recomputed per invitation: an agent offering two skills is invited
+                // for one part only.
+                let skip = self.not_invitable(task_id);
                 let Some(c) = self.coordinating.get_mut(&task_id) else {
                     return;
                 };
                 let list = c.offers.entry(skill.clone()).or_default();
-                let next = list.iter().position(|o| !c.tried.contains(&o.agent));
+                let next = list.iter().position(|o| !skip.contains(&o.agent));
                 match next.map(|i| list.remove(i)) {
                     Some(cand) => {
                         self.invite(task_id, cand.agent, &skill, cand.score);
@@ -182,7 +215,11 @@ impl Agent {
         if c.needs_announce.is_empty() {
             return;
         }
-        if c.announce.round + 1 >= max_rounds {
+        // The round limit bounds the forming of a group. Once it runs, finished parts
+        // are worth waiting for: a failed part is asked for until the deadline, as a
+        // holder of its skill may free a slot or join later (members of the group do
+        // not count: each agent does one part, see `member_on_announce`).
+        if !c.formed && c.announce.round + 1 >= max_rounds {
             let skills: Vec<String> = c.needs_announce.iter().cloned().collect();
             return self.finish(
                 task_id,
@@ -247,6 +284,11 @@ impl Agent {
         };
         if c.invited.remove(&from).is_none() {
             return self.stray(from, "reject without an open invitation");
+        }
+        // No free slot is a passing state: the agent offers again once it has one.
+        // Anything else means it cannot take this part.
+        if reason != RejectReason::NoCapacity {
+            c.barred.insert(from);
         }
         debug!(task = ?task_id, peer = %from, ?reason, "invitation declined");
         if !changes.is_empty() {
