@@ -74,6 +74,14 @@ impl From<std::convert::Infallible> for StarlingEvent {
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "StarlingEvent")]
 pub struct StarlingBehaviour {
+    // The two behaviours that refuse connections come first: the derived behaviour
+    // asks its fields in order, and a refusal must come before any other field has
+    // counted the connection as established.
+    /// Bounds on connections.
+    pub limits: connection_limits::Behaviour,
+    /// Peers refused at the connection level: banned peers, and peers across a
+    /// simulated partition.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// Task announcements on `starling/v1/skill/<name>` topics. Messages are anonymous
     /// at the gossipsub layer (`MessageAuthenticity::Anonymous`): the envelope inside is
     /// signed, and the node verifies it once and reports Accept/Reject/Ignore, so an
@@ -90,11 +98,6 @@ pub struct StarlingBehaviour {
     pub ping: ping::Behaviour,
     /// Direct envelopes: offers, invitations, acceptances, updates, CRDT sync.
     pub direct: request_response::Behaviour<DirectCodec>,
-    /// Bounds on connections.
-    pub limits: connection_limits::Behaviour,
-    /// Peers refused at the connection level: banned peers, and peers across a
-    /// simulated partition.
-    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
 }
 
 /// Gossipsub message id: SHA-256 of the data (stable across implementations and
