@@ -288,14 +288,6 @@ impl Agent {
                     .decline(&skill, self.now)
                     .map(|c| encode_batch(&[c]))
                     .unwrap_or_default();
-                if reason == RejectReason::NoCapacity {
-                    // Offer again once a slot frees: the coordinator may still need us.
-                    self.add_to_backlog(BacklogEntry {
-                        announce: task,
-                        from,
-                        received_at: self.now,
-                    });
-                }
                 return self.send(
                     from,
                     Message::GroupReject {
