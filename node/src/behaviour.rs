@@ -161,10 +161,14 @@ impl StarlingBehaviour {
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
 
-        let identify = identify::Behaviour::new(identify::Config::new(
-            "/starling/1.0.0".into(),
-            key.public(),
-        ));
+        // No address cache in identify: it would offer every address a peer
+        // reports when something dials it — loopback ones too, which on another
+        // host reach the dialler itself or a neighbour, and the wrong peer id fails
+        // the whole dial. The node keeps the usable addresses itself (Kademlia's
+        // routing table, and its own list that direct sends dial with).
+        let identify = identify::Behaviour::new(
+            identify::Config::new("/starling/1.0.0".into(), key.public()).with_cache_size(0),
+        );
         let direct = request_response::Behaviour::with_codec(
             DirectCodec,
             [(

@@ -25,6 +25,7 @@ pub struct Metrics {
     members_failed: Counter,
     reassignments: Counter,
     pub(crate) banned: Counter,
+    pub(crate) direct_dropped: Counter,
     pub(crate) verifications: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
@@ -89,6 +90,12 @@ impl Metrics {
             "Peers banned for repeated bad input",
             banned.clone(),
         );
+        let direct_dropped = Counter::default();
+        sub.register(
+            "direct_dropped",
+            "Direct messages not sent because their peer had too many unanswered",
+            direct_dropped.clone(),
+        );
         let verifications = Counter::default();
         sub.register(
             "signature_verifications",
@@ -97,6 +104,7 @@ impl Metrics {
         );
         Metrics {
             banned,
+            direct_dropped,
             verifications,
             registry: Arc::new(Mutex::new(registry)),
             messages_in,

@@ -29,6 +29,34 @@ pub(super) enum Inbound {
     },
 }
 
+/// The addresses a peer reported (through identify) that are worth dialling. A
+/// loopback address names the dialler's own host, so it is kept only when the peer
+/// reached us over loopback itself (it saw us at a loopback address); elsewhere a
+/// dial there meets whatever listens on our own host — another agent, or this one —
+/// and fails the whole dial with the wrong peer id. Unspecified addresses
+/// (`0.0.0.0`, `::`) are never dialable.
+pub(super) fn usable_addrs(reported: &[Multiaddr], observed: &Multiaddr) -> Vec<Multiaddr> {
+    let local_link = ip_of(observed).is_some_and(|ip| ip.is_loopback());
+    reported
+        .iter()
+        .filter(|a| match ip_of(a) {
+            Some(ip) => !ip.is_unspecified() && (local_link || !ip.is_loopback()),
+            None => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The IP address an address starts with, if it starts with one.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next()? {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    }
+}
+
 /// Peers whose addresses are remembered, at most.
 const MAX_PEERS: usize = 4096;
 /// Addresses remembered per peer, at most.
@@ -206,5 +234,46 @@ impl NodeActor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usable_addrs;
+    use libp2p::Multiaddr;
+
+    fn addrs(list: &[&str]) -> Vec<Multiaddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_remote_peer_s_loopback_and_unspecified_addresses_are_dropped() {
+        let reported = addrs(&[
+            "/ip4/127.0.0.1/tcp/7400",
+            "/ip4/10.77.0.3/tcp/7400",
+            "/ip4/0.0.0.0/tcp/7400",
+            "/ip6/::1/udp/7400/quic-v1",
+            "/ip6/fd00::3/udp/7400/quic-v1",
+            "/memory/42",
+        ]);
+        let observed: Multiaddr = "/ip4/10.77.0.6/tcp/51234".parse().unwrap();
+        assert_eq!(
+            usable_addrs(&reported, &observed),
+            addrs(&[
+                "/ip4/10.77.0.3/tcp/7400",
+                "/ip6/fd00::3/udp/7400/quic-v1",
+                "/memory/42",
+            ])
+        );
+    }
+
+    #[test]
+    fn a_peer_on_the_same_host_keeps_its_loopback_addresses() {
+        let reported = addrs(&["/ip4/127.0.0.1/tcp/7400", "/ip4/0.0.0.0/tcp/7400"]);
+        let observed: Multiaddr = "/ip4/127.0.0.1/tcp/51234".parse().unwrap();
+        assert_eq!(
+            usable_addrs(&reported, &observed),
+            addrs(&["/ip4/127.0.0.1/tcp/7400"])
+        );
     }
 }

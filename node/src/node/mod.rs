@@ -6,7 +6,7 @@ mod discovery;
 mod links;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -15,10 +15,7 @@ use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm, gossipsub, identify,
     request_response::{self, OutboundRequestId},
-    swarm::{
-        SwarmEvent,
-        dial_opts::{DialOpts, PeerCondition},
-    },
+    swarm::SwarmEvent,
 };
 use starling_protocol::{
     Agent, AgentId, Audience, Command, Event, Input, Message, Outcome, Output, PartResult,
@@ -42,6 +39,16 @@ use crate::{
 };
 
 /// Milliseconds since the Unix epoch.
+/// Whether a listen address binds every interface (`0.0.0.0` or `::`).
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_unspecified(),
+        Some(Protocol::Ip6(ip)) => ip.is_unspecified(),
+        _ => false,
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -51,6 +58,9 @@ fn now_ms() -> u64 {
 
 /// Publications kept for a topic that has no subscriber yet, at most.
 const UNSENT_LIMIT: usize = 256;
+/// Direct requests to one peer that may be unanswered at once; more are dropped.
+/// Far above what a healthy link holds (a few, for a peer in many groups).
+const MAX_IN_FLIGHT_PER_PEER: usize = 32;
 /// How long such a publication waits for a subscriber (well inside the receivers'
 /// freshness window).
 const UNSENT_FOR: Duration = Duration::from_secs(10);
@@ -289,18 +299,38 @@ pub async fn spawn(
     let metrics = Metrics::new(registry);
     let me = config.keypair.id();
     let span = tracing::info_span!("node", id = %me.short());
+    let mut listeners = HashSet::new();
     for addr in &config.listen {
-        swarm
+        let id = swarm
             .listen_on(addr.clone())
             .map_err(|e| NodeError::Listen {
                 addr: addr.to_string(),
                 reason: e.to_string(),
             })?;
+        listeners.insert(id);
     }
+    // A listener on an unspecified address (`0.0.0.0`) reports one address per
+    // interface, one event each: once every listener has reported, keep taking
+    // addresses for a moment, so that all of them are known (and printed).
+    let wildcard = config.listen.iter().any(is_unspecified);
     let mut listen_addrs = Vec::new();
-    while listen_addrs.len() < config.listen.len() {
-        match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some()).await {
-            Ok(SwarmEvent::NewListenAddr { address, .. }) => {
+    let mut reported = HashSet::new();
+    loop {
+        let all_reported = reported.len() == listeners.len();
+        if all_reported && !wildcard {
+            break;
+        }
+        let wait = if all_reported {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(10)
+        };
+        match tokio::time::timeout(wait, swarm.select_next_some()).await {
+            Ok(SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            }) => {
+                reported.insert(listener_id);
                 listen_addrs
                     .push(address.with(libp2p::multiaddr::Protocol::P2p(*swarm.local_peer_id())));
             }
@@ -314,6 +344,7 @@ pub async fn spawn(
                 });
             }
             Ok(_) => {}
+            Err(_) if all_reported => break,
             Err(_) => {
                 return Err(NodeError::Listen {
                     addr: format!("{:?}", config.listen),
@@ -368,6 +399,7 @@ pub async fn spawn(
         waiters: BTreeMap::new(),
         sends: BTreeMap::new(),
         retries: Vec::new(),
+        in_flight: HashMap::new(),
         registry: metrics.registry(),
         metrics,
         queries: Default::default(),
@@ -428,6 +460,9 @@ struct PendingSend {
     to: AgentId,
     bytes: Vec<u8>,
     attempt: u32,
+    /// When the first attempt went out: a retry that would reach the peer outside
+    /// its freshness window is not made.
+    first_at: Instant,
 }
 
 struct NodeActor {
@@ -443,6 +478,8 @@ struct NodeActor {
     waiters: BTreeMap<TaskId, Vec<oneshot::Sender<FinishedTask>>>,
     sends: BTreeMap<OutboundRequestId, PendingSend>,
     retries: Vec<(Instant, PendingSend)>,
+    /// Direct requests sent to each peer and not yet answered or failed.
+    in_flight: HashMap<PeerId, usize>,
     metrics: Metrics,
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     queries: discovery::Queries,
@@ -630,6 +667,7 @@ impl NodeActor {
                         to,
                         bytes: envelope.into_bytes(),
                         attempt: 0,
+                        first_at: Instant::now(),
                     });
                 }
                 Output::Emit(event) => self.on_agent_event(event),
@@ -662,28 +700,42 @@ impl NodeActor {
         let Ok(peer) = peer_id_of(&send.to) else {
             return;
         };
-        if !self.swarm.is_connected(&peer) {
-            // After a partition Kademlia may have dropped the peer's addresses (its
-            // dials failed), and the request would fail for want of one: dial the
-            // addresses the peer reported itself. A member cut off from its
-            // coordinator reconnects this way when it next sends.
-            let addrs = self.links.addrs_of(&peer);
-            if !addrs.is_empty() {
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                if let Err(e) = self.swarm.dial(opts) {
-                    trace!(%peer, error = %e, "no dial before a direct send");
-                }
-            }
+        // A peer that leaves this many requests unanswered is unreachable or slow:
+        // queueing more would only hand it a burst of stale messages when it comes
+        // back. The protocol sends what matters again (heartbeats carry the heads,
+        // a sync follows), so the message is dropped.
+        let in_flight = self.in_flight.entry(peer).or_default();
+        if *in_flight >= MAX_IN_FLIGHT_PER_PEER {
+            trace!(%peer, "too many unanswered direct messages; dropping one");
+            self.metrics.direct_dropped.inc();
+            return;
         }
+        *in_flight += 1;
+        // Not connected: request-response dials, with the addresses the peer
+        // reported itself besides what Kademlia knows. After a partition Kademlia
+        // may have dropped them (its dials failed); a member cut off from its
+        // coordinator reconnects this way when it next sends.
+        let addrs = if self.swarm.is_connected(&peer) {
+            Vec::new()
+        } else {
+            self.links.addrs_of(&peer)
+        };
         let id = self
             .swarm
             .behaviour_mut()
             .direct
-            .send_request(&peer, DirectFrame::Envelope(send.bytes.clone()));
+            .send_request_with_addresses(&peer, DirectFrame::Envelope(send.bytes.clone()), addrs);
         self.sends.insert(id, send);
+    }
+
+    /// A direct request to `peer` ended (answered or failed).
+    fn answered(&mut self, peer: PeerId) {
+        if let Some(n) = self.in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.in_flight.remove(&peer);
+            }
+        }
     }
 
     fn on_agent_event(&mut self, event: Event) {
@@ -1050,8 +1102,9 @@ impl NodeActor {
             SwarmEvent::Behaviour(StarlingEvent::Direct(event)) => self.on_direct_event(event),
             SwarmEvent::Behaviour(StarlingEvent::Identify(event)) => {
                 if let identify::Event::Received { peer_id, info, .. } = *event {
-                    self.links.learned(peer_id, &info.listen_addrs);
-                    for addr in info.listen_addrs {
+                    let addrs = links::usable_addrs(&info.listen_addrs, &info.observed_addr);
+                    self.links.learned(peer_id, &addrs);
+                    for addr in addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                     // The routing table has its first entry: publish and look around
@@ -1065,10 +1118,12 @@ impl NodeActor {
             SwarmEvent::Behaviour(StarlingEvent::Kad(event)) => self.on_kad(event),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 endpoint,
                 ..
             } => {
+                trace!(%peer_id, ?connection_id, addr = %endpoint.get_remote_address(), dialer = endpoint.is_dialer(), "connection established");
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
                     self.links.learned(peer_id, &[addr]);
@@ -1086,9 +1141,16 @@ impl NodeActor {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                endpoint,
+                num_established,
+                cause,
                 ..
             } => {
+                trace!(%peer_id, ?connection_id, addr = %endpoint.get_remote_address(), cause = ?cause, "connection closed");
+                if num_established > 0 {
+                    return;
+                }
                 if let Some(a) = agent_of(&peer_id) {
                     debug!(peer = %a, "disconnected");
                     self.feed(Input::PeerDown(a));
@@ -1118,19 +1180,32 @@ impl NodeActor {
                     }
                 },
                 request_response::Message::Response { request_id, .. } => {
-                    self.sends.remove(&request_id);
+                    if self.sends.remove(&request_id).is_some() {
+                        self.answered(peer);
+                    }
                 }
             },
             request_response::Event::OutboundFailure {
                 request_id,
                 error,
                 peer,
-                ..
+                connection_id,
             } => {
+                // The peer answers every request as soon as it reads it, so a request
+                // unanswered for the whole timeout means the connection is dead (a
+                // cut link keeps TCP retransmitting for minutes) or the peer is stuck.
+                // Close it: later sends dial afresh instead of queueing behind it, and
+                // a peer that comes back is not flooded with a stale backlog.
+                if matches!(error, request_response::OutboundFailure::Timeout) {
+                    debug!(%peer, ?connection_id, "closing a connection that left a request unanswered");
+                    self.swarm.close_connection(connection_id);
+                }
                 let Some(mut send) = self.sends.remove(&request_id) else {
                     return;
                 };
-                if send.attempt < self.config.send_retries {
+                self.answered(peer);
+                let fresh_for = Duration::from_millis(self.config.replay_skew_ms / 2);
+                if send.attempt < self.config.send_retries && send.first_at.elapsed() < fresh_for {
                     send.attempt += 1;
                     let backoff = Duration::from_millis(250 * u64::from(send.attempt));
                     debug!(%peer, %error, attempt = send.attempt, "direct send failed; retrying");
