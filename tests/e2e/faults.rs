@@ -300,20 +300,20 @@ async fn a_fifth_of_thirty_agents_crash_during_fifty_tasks_and_every_task_comple
         net.start(cfg, work(800, i as u64)).await;
     }
     net.wait_connected(AGENTS / 2, 120).await;
-    // Five announcers (never killed); six victims among the rest, each crashed at a
-    // random point of the run, preferably while it works on a part.
+    // Five announcers (never killed). Six crashes at random points of the run, each
+    // of an agent that works on a part at that moment if any does (so the crashes
+    // cost the groups work in progress), of a random idle one if none has for ten
+    // more finished tasks.
     let mut pool: Vec<usize> = (1..AGENTS).collect();
     let pick = |rng: &mut Rng, pool: &mut Vec<usize>| pool.remove(rng.below(pool.len()));
     let announcers: Vec<usize> = (0..5).map(|_| pick(&mut rng, &mut pool)).collect();
-    let victims: Vec<(usize, usize)> = (0..AGENTS / 5)
-        .map(|_| (pick(&mut rng, &mut pool), 3 + rng.below(TASKS - 20)))
-        .collect();
-    eprintln!(
-        "seed {SEED:#x}: announcers {announcers:?}, victims (agent, after n tasks) {victims:?}"
-    );
+    let mut crashes: Vec<usize> = (0..AGENTS / 5).map(|_| 3 + rng.below(TASKS - 20)).collect();
+    crashes.sort_unstable();
+    eprintln!("seed {SEED:#x}: announcers {announcers:?}, crashes after n tasks {crashes:?}");
 
     let mut tasks: Vec<TaskId> = Vec::new();
     let mut killed: BTreeSet<usize> = BTreeSet::new();
+    let mut killed_at_work = 0;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let finished: BTreeSet<TaskId> = net.log.finishes().into_keys().collect();
@@ -333,15 +333,27 @@ async fn a_fifth_of_thirty_agents_crash_during_fifty_tasks_and_every_task_comple
             let (t, _) = net.node(from).handle.announce(spec(&skills)).await.unwrap();
             tasks.push(t);
         }
-        for &(v, after) in &victims {
-            if killed.contains(&v) || done < after {
-                continue;
-            }
-            // Crash it mid-part if it is working; if it stays idle, crash it anyway
-            // a few tasks later.
-            if busy(&net.log, v) || done >= after + 10 {
+        if let Some(&after) = crashes.first()
+            && done >= after
+        {
+            let working: Vec<usize> = pool
+                .iter()
+                .copied()
+                .filter(|&v| busy(&net.log, v))
+                .collect();
+            let victim = if !working.is_empty() {
+                killed_at_work += 1;
+                Some(working[rng.below(working.len())])
+            } else if done >= after + 10 {
+                Some(pool[rng.below(pool.len())])
+            } else {
+                None
+            };
+            if let Some(v) = victim {
                 net.kill(v).await;
                 killed.insert(v);
+                pool.retain(|&p| p != v);
+                crashes.remove(0);
             }
         }
         let seen = net.log.snapshot().len();
@@ -354,6 +366,7 @@ async fn a_fifth_of_thirty_agents_crash_during_fifty_tasks_and_every_task_comple
             .await;
     }
     assert_eq!(killed.len(), AGENTS / 5, "every victim was crashed");
+    eprintln!("crashed {killed:?}, {killed_at_work} of them at work");
     for t in &tasks {
         net.log.assert_finished_once(*t, &Outcome::Completed).await;
     }
