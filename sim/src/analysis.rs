@@ -38,7 +38,9 @@ pub struct TaskFigures {
     pub failed: usize,
     /// Never finished, though someone could have.
     pub lost: usize,
-    /// Initiator crashed (for good) before its group formed.
+    /// Initiator crashed (for good) before its group formed, or together with so
+    /// many of its group that the rest are no majority (a successor coordinator
+    /// needs a majority of the group to depose the old one).
     pub orphaned: usize,
     /// More than one distinct result committed.
     pub duplicated: usize,
@@ -70,6 +72,7 @@ pub fn analyse(
     ids: &BTreeMap<AgentId, usize>,
 ) -> TaskFigures {
     let mut formed: BTreeMap<TaskId, Instant> = BTreeMap::new();
+    let mut groups: BTreeMap<TaskId, Vec<AgentId>> = BTreeMap::new();
     let mut finished: BTreeMap<TaskId, Vec<(Instant, bool, String)>> = BTreeMap::new();
     let mut delivered: BTreeMap<(TaskId, usize), Instant> = BTreeMap::new();
     let mut failures: BTreeMap<(TaskId, String), Vec<(Instant, AgentId)>> = BTreeMap::new();
@@ -81,8 +84,11 @@ pub fn analyse(
                 delivered.entry((*task_id, s.agent)).or_insert(s.at);
             }
             NodeEvent::Refused { .. } => refused += 1,
-            NodeEvent::Agent(Event::GroupFormed { task_id, .. }) => {
+            NodeEvent::Agent(Event::GroupFormed { task_id, members }) => {
                 formed.entry(*task_id).or_insert(s.at);
+                groups
+                    .entry(*task_id)
+                    .or_insert_with(|| members.iter().map(|(_, m)| *m).collect());
             }
             NodeEvent::Agent(Event::TaskFinished {
                 task_id,
@@ -158,9 +164,20 @@ pub fn analyse(
                 }
             }
             None => {
-                let crashed_for_good = crashes.killed.contains_key(&a.initiator)
-                    && !crashes.restarted.contains_key(&a.initiator);
-                if crashed_for_good && !formed.contains_key(&a.task_id) {
+                let crashed_for_good = |i: &usize| {
+                    crashes.killed.contains_key(i) && !crashes.restarted.contains_key(i)
+                };
+                let leaderless = match groups.get(&a.task_id) {
+                    None => true,
+                    Some(members) => {
+                        let alive = members
+                            .iter()
+                            .filter(|m| !ids.get(m).is_some_and(crashed_for_good))
+                            .count();
+                        alive * 2 <= members.len()
+                    }
+                };
+                if crashed_for_good(&a.initiator) && leaderless {
                     fig.orphaned += 1;
                 } else {
                     fig.lost += 1;
