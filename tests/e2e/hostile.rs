@@ -244,3 +244,76 @@ async fn bad_envelopes_are_refused_counted_and_not_forwarded() {
         t.abort();
     }
 }
+
+/// A peer that takes direct messages and never answers them: the node queues at
+/// most 32 unanswered ones for it (dropping and counting the rest), and closes the
+/// connection once one goes unanswered for the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_gets_a_bounded_queue_and_is_disconnected() {
+    use futures::StreamExt;
+    use libp2p::{request_response, swarm::SwarmEvent};
+    use starling::node::{behaviour::StarlingEvent, codec::DirectFrame};
+
+    const SENT: usize = 48;
+    let _turn = exclusive().await;
+    let mut net = Net::default();
+    let mut cfg = node_config(key(21, 0), agent_config(&[("x", Level::Expert)]), &[]);
+    cfg.request_timeout = Duration::from_secs(3);
+    cfg.send_retries = 0;
+    let node = net.start(cfg, work(300, 0)).await;
+    let mut silent = RawPeer::new(key(21, 1), &[]);
+    silent.dial(net.node(node).addr());
+    silent
+        .drive(30, "the silent peer connects", |_, step| {
+            matches!(step, Step::Swarm(e) if matches!(*e, SwarmEvent::ConnectionEstablished { .. }))
+                .then_some(())
+        })
+        .await;
+    for i in 0..SENT {
+        net.node(node)
+            .handle
+            .send(silent.id(), alert(&format!("unanswered {i}")))
+            .await
+            .unwrap();
+    }
+    // Take every request, answer none, until the node closes the connection.
+    let mut held = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, silent.swarm.select_next_some())
+            .await
+            .expect("the node never closed the connection of a peer that does not answer");
+        match event {
+            SwarmEvent::Behaviour(StarlingEvent::Direct(request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request: DirectFrame::Envelope(_),
+                        channel,
+                        ..
+                    },
+                ..
+            })) => held.push(channel),
+            SwarmEvent::ConnectionClosed { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(!held.is_empty(), "the node sent nothing");
+    assert!(
+        held.len() <= 32,
+        "{} requests queued for a peer that answers none",
+        held.len()
+    );
+    let dropped: f64 = net
+        .node(node)
+        .handle
+        .metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("starling_direct_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a starling_direct_dropped_total sample");
+    assert!(
+        dropped >= (SENT - held.len()) as f64,
+        "{dropped} dropped of {SENT}, {} received",
+        held.len()
+    );
+}
