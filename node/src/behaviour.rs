@@ -15,6 +15,8 @@ use crate::{
 
 /// Topic prefix every Starling topic starts with.
 pub const TOPIC_PREFIX: &str = "starling/v1/";
+/// How long Kademlia records (cards, provider records) live unless republished.
+pub const RECORD_TTL: Duration = Duration::from_secs(30 * 60);
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/kad/1.0.0");
 
@@ -122,6 +124,10 @@ impl StarlingBehaviour {
             .mesh_n_high(config.mesh_n * 2)
             .mesh_outbound_min(1.min(config.mesh_n / 2))
             .gossip_lazy(config.mesh_n)
+            // A publish goes to the mesh (or, on a topic this agent does not
+            // subscribe to, to mesh_n fanout peers), not to every connected
+            // subscriber: the mesh carries it on.
+            .flood_publish(false)
             .build()
             .map_err(|e| err(format!("gossipsub config: {e}")))?;
         let filter = gossipsub::MaxCountSubscriptionFilter {
@@ -146,17 +152,29 @@ impl StarlingBehaviour {
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
             .set_record_filtering(kad::StoreInserts::FilterBoth)
-            .disjoint_query_paths(true)
+            // One query path, not disjoint ones: disjoint paths contact about three
+            // times the peers per lookup, and with idle connections closed each
+            // contact is a fresh handshake. What a lookup returns is verified
+            // anyway (cards are signed, providers are dialled and identified), so an
+            // eclipsing peer can hide agents, not forge them.
+            .disjoint_query_paths(false)
             .set_query_timeout(Duration::from_secs(30))
             // Ten replicas of each record (Kademlia's default is twenty): plenty for
             // meshes of thousands, and half the requests per lookup and publication.
             .set_replication_factor(std::num::NonZeroUsize::new(10).unwrap_or(kad::K_VALUE))
-            // Records of agents that left expire within half an hour; live agents'
-            // are republished by Kademlia every ten minutes.
-            .set_record_ttl(Some(Duration::from_secs(30 * 60)))
-            .set_publication_interval(Some(Duration::from_secs(10 * 60)))
-            .set_provider_record_ttl(Some(Duration::from_secs(30 * 60)))
-            .set_provider_publication_interval(Some(Duration::from_secs(10 * 60)));
+            // Records of agents that left expire within half an hour. Live agents'
+            // are republished at half their lifetime, by their publisher
+            // (publication) and by the peers holding them (replication), so a
+            // record never expires while its agent lives. The node republishes its
+            // card sooner when it changes materially (see `discovery`).
+            .set_record_ttl(Some(RECORD_TTL))
+            .set_publication_interval(Some(RECORD_TTL / 2))
+            .set_replication_interval(Some(RECORD_TTL / 2))
+            .set_provider_record_ttl(Some(RECORD_TTL))
+            .set_provider_publication_interval(Some(RECORD_TTL / 2))
+            // Bootstrap at start (the node asks) and then rarely: a bootstrap walks
+            // the whole key space and dials the peers it meets.
+            .set_periodic_bootstrap_interval(Some(Duration::from_secs(30 * 60)));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));

@@ -33,6 +33,10 @@ pub enum NodeError {
     /// The data directory's database failed or belongs to another agent.
     #[error("store: {0}")]
     Store(String),
+    /// The data directory's database is open in another node (or one still
+    /// stopping) — checked for a while before this is returned.
+    #[error("store: {0} is in use by another node")]
+    StoreInUse(String),
     /// The node has stopped; the command could not be delivered.
     #[error("the node has stopped")]
     Stopped,

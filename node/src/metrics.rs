@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 use starling_protocol::{Event, Outcome, ProtocolError};
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub(crate) banned: Counter,
     pub(crate) direct_dropped: Counter,
     pub(crate) verifications: Counter,
+    pub(crate) connections: Gauge,
+    pub(crate) idle_closed: Counter,
     pub(crate) libp2p: libp2p::metrics::Metrics,
 }
 
@@ -102,7 +104,21 @@ impl Metrics {
             "Envelope signatures checked (one per distinct inbound message)",
             verifications.clone(),
         );
+        let connections = Gauge::default();
+        sub.register(
+            "connections",
+            "Established connections now",
+            connections.clone(),
+        );
+        let idle_closed = Counter::default();
+        sub.register(
+            "connections_closed_idle",
+            "Connections this node closed because nothing needed them",
+            idle_closed.clone(),
+        );
         Metrics {
+            connections,
+            idle_closed,
             banned,
             direct_dropped,
             verifications,

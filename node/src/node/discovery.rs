@@ -9,7 +9,7 @@ use libp2p::{
     kad::{self, store::RecordStore},
 };
 use starling_protocol::{AgentCard, AgentId, Message, SignedCard, TaskId};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 use tracing::debug;
 
 use super::{NodeActor, now_ms};
@@ -36,6 +36,48 @@ pub(super) struct Queries {
 
 /// Providers contacted directly per skill and round, at most.
 const DIRECT_ANNOUNCE_LIMIT: usize = 16;
+/// A changed card is republished at most this often.
+const CARD_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest wait between provider lookups for a skill whose topic stays thin.
+const LOOKUP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What of a card matters to those who read it: skills and levels, success rates
+/// to a tenth, and whether the agent has a free slot. Other changes (a few more
+/// completions, a slot taken and freed) do not warrant a republication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CardDigest {
+    skills: Vec<(String, starling_protocol::Level, u32)>,
+    full: bool,
+}
+
+impl CardDigest {
+    fn of(agent: &starling_protocol::Agent) -> CardDigest {
+        CardDigest {
+            skills: agent
+                .skills()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.level,
+                        (s.success_rate * 10.0).round() as u32,
+                    )
+                })
+                .collect(),
+            full: agent.slots_used() >= agent.config().max_concurrent_tasks,
+        }
+    }
+}
+
+/// Discovery's memory between runs.
+#[derive(Debug, Default)]
+pub(super) struct Lookups {
+    /// The card last published, and when.
+    card: Option<(CardDigest, Instant)>,
+    /// Routing-table entries when the records were last published.
+    routed_at_publish: Option<usize>,
+    /// Per skill with a thin topic: when the next lookup may run, and the wait after it.
+    backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
+}
 
 impl NodeActor {
     pub(super) fn on_kad(&mut self, event: kad::Event) {
@@ -225,19 +267,49 @@ impl NodeActor {
     /// Publishes this agent's signed card, provides its skills and looks for other
     /// providers of them. Runs at start, when the routing table first fills, and every
     /// discovery interval — but does only what is due, so an idle mesh stays quiet:
-    /// card and provider records go out on the 1st and 4th run (the second time
-    /// because the DHT's closest nodes change while a mesh forms around a newcomer),
-    /// after which Kademlia republishes them itself; providers of a skill are looked
-    /// up only while its topic's mesh is short of peers.
+    /// card and provider records go out on the 1st run and again once the routing
+    /// table has grown (the DHT's closest nodes change while a mesh forms around a
+    /// newcomer), and the card again whenever it changes materially (see
+    /// [`CardDigest`]); Kademlia
+    /// republishes them at half their lifetime otherwise. Providers of a skill are
+    /// looked up only while too few connected agents subscribe to its topic, and then
+    /// with a backoff that doubles while lookups find nobody new.
     pub(super) fn discover(&mut self) {
         if !self.discovered_with_peers {
             return;
         }
         self.discovery_runs += 1;
         let runs = self.discovery_runs;
-        let publish = runs == 1 || runs == 4;
+        let now = Instant::now();
+        let digest = CardDigest::of(&self.agent);
+        let changed =
+            self.lookups.card.as_ref().is_some_and(|(d, at)| {
+                *d != digest && now.duration_since(*at) >= CARD_MIN_INTERVAL
+            });
+        // Records go out at the first run, and again once the routing table has
+        // grown fourfold or filled a bucket's worth, if it was small then: the peers
+        // closest to a key change as a mesh forms around a newcomer, and records
+        // stored with the first few would not be found. A settled mesh adds nothing.
+        let routed: usize = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum();
+        let grown = self.lookups.routed_at_publish.is_some_and(|at| {
+            at < kad::K_VALUE.get() && routed >= (4 * at.max(1)).min(kad::K_VALUE.get())
+        });
+        // And once more at the fourth run if the table has grown at all by then: a
+        // newcomer to a large mesh knows little more than its way in at the first.
+        let later = runs == 4 && self.lookups.routed_at_publish.is_some_and(|at| routed > at);
+        let publish = runs == 1 || grown || later;
         if publish {
+            self.lookups.routed_at_publish = Some(routed);
+        }
+        if publish || changed {
             self.publish_card();
+            self.lookups.card = Some((digest, now));
         }
         let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
         let low = self.config.mesh_n.saturating_sub(1).max(1);
@@ -252,19 +324,42 @@ impl NodeActor {
                 debug!(error = %e, "cannot provide");
             }
             let topic = libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill));
-            let meshed = self
+            let hash = topic.hash();
+            // Connected subscribers, meshed or not: gossipsub grafts from these
+            // itself, so a lookup is needed only when there are too few of them.
+            let known = self
                 .swarm
                 .behaviour()
                 .gossipsub
-                .mesh_peers(&topic.hash())
+                .all_peers()
+                .filter(|(_, ts)| ts.contains(&&hash))
                 .count();
-            if meshed < low {
-                debug!(%skill, meshed, reason = "thin mesh", "looking up providers");
-                self.find_providers(&skill);
+            // At the first run the peers met while joining have not all told us
+            // their subscriptions yet: look up only a skill nobody connected has.
+            if known >= low || (runs == 1 && known > 0) {
+                self.lookups.backoff.remove(&skill);
+                continue;
             }
+            let (next, wait) = self
+                .lookups
+                .backoff
+                .get(&skill)
+                .copied()
+                .unwrap_or((now, self.config.discovery_interval / 2));
+            if now < next {
+                continue;
+            }
+            debug!(%skill, known, reason = "thin mesh", "looking up providers");
+            self.find_providers(&skill);
+            let wait = (wait * 2).min(LOOKUP_BACKOFF_MAX);
+            self.lookups.backoff.insert(skill, (now + wait, wait));
         }
         if runs == 1 {
-            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+            // Joining is a lookup of our own id (it fills the buckets near us and
+            // makes us known there); Kademlia's full bootstrap also walks a random
+            // key in every bucket, a dozen lookups more, and runs every 30 min.
+            let me = *self.swarm.local_peer_id();
+            self.swarm.behaviour_mut().kad.get_closest_peers(me);
         }
         self.save_reputation();
     }

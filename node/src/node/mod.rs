@@ -2,9 +2,11 @@
 //! envelope once (signature, audience, freshness, replay), feeds the protocol, and
 //! carries out the protocol's outputs on the swarm.
 
+mod connections;
 mod direct;
 mod discovery;
 mod links;
+mod persist;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -29,13 +31,13 @@ use tokio::{
 };
 use tracing::{Instrument, debug, info, trace, warn};
 
-use self::direct::PendingSend;
+use self::{direct::PendingSend, persist::Persister};
 use crate::{
     NodeConfig, NodeError, Result,
     behaviour::{StarlingBehaviour, StarlingEvent},
     handler::{ExecutorReport, ProgressSink, TaskHandler},
     metrics::{Metrics, encode_text, refusal_reason},
-    store::Store,
+    store::{Store, StoreOp},
     swarm::{self, agent_of, peer_id_of},
 };
 
@@ -292,6 +294,12 @@ pub async fn spawn(
     handler: Arc<dyn TaskHandler>,
 ) -> Result<(Handle, JoinHandle<()>)> {
     config.validate()?;
+    // The store first: a data directory that is in use or belongs to another agent
+    // stops the start before any address is bound.
+    let store = match &config.data_dir {
+        Some(dir) => Some(open_store(dir, config.keypair.id()).await?),
+        None => None,
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let mut swarm = swarm::build(&config, &mut registry)?;
     let metrics = Metrics::new(registry);
@@ -372,11 +380,15 @@ pub async fn spawn(
         config.keypair.clone(),
         config.rng_seed,
     );
-    let (store, initial) = match &config.data_dir {
-        Some(dir) => {
-            let store = Store::open(dir, me)?;
-            let initial = restore(&store, &mut agent, &config)?;
-            (Some(store), initial)
+    let (persist, initial) = match store {
+        Some(store) => {
+            let mut restored = Vec::new();
+            let initial = restore(&store, &mut agent, &config, &mut restored)?;
+            let mut persist = Persister::start(store);
+            for (task_id, heads) in restored {
+                persist.restored(task_id, heads);
+            }
+            (Some(persist), initial)
         }
         None => (None, Vec::new()),
     };
@@ -401,15 +413,17 @@ pub async fn spawn(
         registry: metrics.registry(),
         metrics,
         queries: Default::default(),
-        store,
+        persist,
+        reputation_saved: 0,
         penalties: Default::default(),
         links: links::Links::new(config.link_faults.clone(), config.rng_seed),
-        saved_heads: BTreeMap::new(),
         finished: BTreeMap::new(),
         initial,
         listen_addrs: listen_addrs.clone(),
         discovered_with_peers: false,
         discovery_runs: 0,
+        connections: Default::default(),
+        lookups: Default::default(),
         unsent: Vec::new(),
         config,
     };
@@ -425,31 +439,61 @@ pub async fn spawn(
     Ok((handle, join))
 }
 
+/// Opens the store, waiting up to two seconds for a node that is still stopping
+/// (its writer finishing its last commit) to let go of it.
+async fn open_store(dir: &std::path::Path, me: AgentId) -> Result<Store> {
+    let give_up = Instant::now() + Duration::from_secs(2);
+    loop {
+        match Store::open(dir, me) {
+            Err(NodeError::StoreInUse(_)) if Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Loads what the data directory holds into a new agent and picks up unfinished
-/// initiated tasks; returns the outputs to carry out once the node runs.
-fn restore(store: &Store, agent: &mut Agent, config: &NodeConfig) -> Result<Vec<Output>> {
+/// initiated tasks; returns the outputs to carry out once the node runs. Groups this
+/// agent was a member of are restored as replicas (it still holds what it accepted
+/// and wrote, and answers its peers' anti-entropy), for as long as the protocol keeps
+/// a replica without a role. `restored` gets each loaded document's heads.
+fn restore(
+    store: &Store,
+    agent: &mut Agent,
+    config: &NodeConfig,
+    restored: &mut Vec<(TaskId, Vec<starling_crdt::ChangeHash>)>,
+) -> Result<Vec<Output>> {
     for skill in store.skills()? {
         agent.restore_skill(skill);
     }
     agent.restore_reputation(store.reputation()?);
+    let limits = config.agent.crdt_limits.clone();
     let mut outputs = Vec::new();
+    let mut initiated = HashSet::new();
     for announce in store.initiated()? {
         let task_id = announce.task_id;
-        let doc = match store.group(task_id)? {
-            Some(bytes) => {
-                let limits = config.agent.crdt_limits.clone();
-                let doc = starling_crdt::GroupDoc::load(
-                    config.keypair.signing_key().clone(),
-                    &bytes,
-                    limits,
-                )
-                .map_err(|e| NodeError::Store(format!("group document of {task_id}: {e}")))?;
-                Some(doc)
-            }
-            None => None,
-        };
+        initiated.insert(task_id);
+        let doc = store.group_doc(task_id, &config.keypair, limits.clone())?;
+        if let Some(d) = &doc {
+            restored.push((task_id, d.heads()));
+        }
         info!(task = %task_id, "resuming an initiated task");
         outputs.extend(agent.resume_initiated(now_ms(), announce, doc));
+    }
+    for task_id in store.group_tasks()? {
+        if initiated.contains(&task_id) || store.finished(task_id)?.is_some() {
+            continue;
+        }
+        let Some(doc) = store.group_doc(task_id, &config.keypair, limits.clone())? else {
+            continue;
+        };
+        let open = doc.view().is_ok_and(|v| v.outcome.is_none());
+        if open {
+            debug!(task = %task_id, "restoring a group replica");
+            restored.push((task_id, doc.heads()));
+            agent.restore_replica(now_ms(), task_id, doc);
+        }
     }
     Ok(outputs)
 }
@@ -472,11 +516,12 @@ struct NodeActor {
     metrics: Metrics,
     registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     queries: discovery::Queries,
-    store: Option<Store>,
+    /// The store and its writer, with a data directory.
+    persist: Option<Persister>,
+    /// Observations in the reputation table when it was last saved.
+    reputation_saved: u64,
     penalties: crate::penalty::Penalties,
     links: links::Links,
-    /// Heads of each group document as last saved.
-    saved_heads: BTreeMap<TaskId, Vec<starling_crdt::ChangeHash>>,
     /// Outcomes of tasks this node finished (also kept in the store, if any).
     finished: BTreeMap<TaskId, FinishedTask>,
     /// Outputs produced while restoring, carried out once the loop runs.
@@ -486,6 +531,10 @@ struct NodeActor {
     discovered_with_peers: bool,
     /// Discovery rounds run with peers (see `discover`).
     discovery_runs: u32,
+    /// Card digest and lookup backoff (see `discovery`).
+    lookups: discovery::Lookups,
+    /// Which connections are in use (see `connections`).
+    connections: connections::Connections,
     /// Publications no subscriber was known for: (topic, envelope, when).
     unsent: Vec<(String, Vec<u8>, Instant)>,
     config: NodeConfig,
@@ -501,6 +550,8 @@ impl NodeActor {
         let initial = std::mem::take(&mut self.initial);
         self.carry(initial);
         let mut discovery = tokio::time::interval(self.config.discovery_interval);
+        let mut sweep = tokio::time::interval(self.config.idle_connection_timeout / 4);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
             tokio::select! {
@@ -510,6 +561,7 @@ impl NodeActor {
                         self.feed(Input::Command(Command::Leave));
                         self.flush(Duration::from_secs(3)).await;
                         self.save_reputation();
+                        self.persist_all().await;
                         let _ = reply.send(());
                         break;
                     }
@@ -519,11 +571,16 @@ impl NodeActor {
                 Some(report) = reports.recv() => self.on_report(report),
                 _ = tokio::time::sleep_until(wake) => self.on_wake(),
                 _ = discovery.tick() => self.discover(),
+                _ = sweep.tick() => self.sweep_connections(),
+                _ = Persister::committed(&mut self.persist) => self.on_committed(),
                 _ = links::Links::changed(self.links.changes_mut()) => self.on_links_changed(),
             }
         }
         for (_, job) in std::mem::take(&mut self.executors) {
             job.abort();
+        }
+        if let Some(p) = self.persist.take() {
+            p.close().await;
         }
         info!("node stopped");
     }
@@ -533,8 +590,10 @@ impl NodeActor {
     /// reach its peers.
     async fn flush(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while !self.sends.is_empty() && Instant::now() < deadline {
+        let holding = |a: &Self| a.persist.as_ref().is_some_and(Persister::holding);
+        while (!self.sends.is_empty() || holding(self)) && Instant::now() < deadline {
             tokio::select! {
+                _ = Persister::committed(&mut self.persist) => self.on_committed(),
                 event = self.swarm.select_next_some() => {
                     if let SwarmEvent::Behaviour(StarlingEvent::Direct(
                         request_response::Event::Message {
@@ -586,39 +645,27 @@ impl NodeActor {
         self.carry(outputs);
     }
 
-    /// Saves group documents that changed since they were last saved. Runs before a
-    /// feed's outputs are carried out, so no change of ours leaves the node unsaved.
-    fn persist_groups(&mut self) {
-        let Some(store) = &self.store else { return };
-        let tasks: Vec<TaskId> = self.agent.groups().copied().collect();
-        for task_id in tasks {
-            let Some(doc) = self.agent.group(&task_id) else {
-                continue;
-            };
-            let heads = doc.heads();
-            if self.saved_heads.get(&task_id) == Some(&heads) {
-                continue;
-            }
-            match store.save_group(task_id, &doc.save()) {
-                Ok(()) => {
-                    self.saved_heads.insert(task_id, heads);
-                }
-                Err(e) => warn!(task = %task_id, error = %e, "cannot save the group document"),
-            }
+    /// Queues the reputation table for the store if it has changed since it was
+    /// last queued (every observation adds to some entry's count).
+    fn save_reputation(&mut self) {
+        if self.persist.is_none() {
+            return;
         }
+        let observed: u64 = self
+            .agent
+            .reputations()
+            .map(|(_, r)| u64::from(r.observations))
+            .sum();
+        if observed == self.reputation_saved {
+            return;
+        }
+        self.reputation_saved = observed;
+        let entries: Vec<_> = self.agent.reputations().collect();
+        self.record(StoreOp::Reputation(entries));
     }
 
-    fn save_reputation(&self) {
-        if let Some(store) = &self.store {
-            let entries: Vec<_> = self.agent.reputations().collect();
-            if let Err(e) = store.save_reputation(&entries) {
-                warn!(error = %e, "cannot save reputation");
-            }
-        }
-    }
-
-    fn carry(&mut self, outputs: Vec<Output>) {
-        self.persist_groups();
+    /// Carries out outputs whose persistence is done (see `persist`).
+    fn carry_now(&mut self, outputs: Vec<Output>) {
         for out in outputs {
             match out {
                 Output::Publish {
@@ -627,6 +674,7 @@ impl NodeActor {
                     kind,
                 } => {
                     self.metrics.message_out(kind);
+                    self.connections.published(&topic, Instant::now());
                     let t = gossipsub::IdentTopic::new(topic.clone());
                     let bytes = envelope.into_bytes();
                     match self
@@ -719,11 +767,7 @@ impl NodeActor {
                     results: results.clone(),
                     certificate: certificate.clone(),
                 };
-                if let Some(store) = &self.store
-                    && let Err(e) = store.save_finished(&done)
-                {
-                    warn!(task = %task_id, error = %e, "cannot save the outcome");
-                }
+                self.record(StoreOp::Finished(done.clone()));
                 for w in self.waiters.remove(task_id).unwrap_or_default() {
                     let _ = w.send(done.clone());
                 }
@@ -749,20 +793,12 @@ impl NodeActor {
                 // deepens the overload that made offers late in the first place.
                 self.seek_candidates(*task_id, skills);
             }
-            Event::SkillLearned { skill, .. } => {
-                if let Some(store) = &self.store
-                    && let Err(e) = store.save_skill(skill)
-                {
-                    warn!(error = %e, "cannot save skill metrics");
+            Event::SkillLearned { skill, .. } => self.record(StoreOp::Skill(skill.clone())),
+            // The history is in the store already, appended change by change.
+            Event::GroupClosed { task_id, .. } => {
+                if let Some(p) = &mut self.persist {
+                    p.closed(task_id);
                 }
-            }
-            Event::GroupClosed { task_id, snapshot } => {
-                if let Some(store) = &self.store
-                    && let Err(e) = store.save_group(*task_id, snapshot)
-                {
-                    warn!(task = %task_id, error = %e, "cannot save the group document");
-                }
-                self.saved_heads.remove(task_id);
             }
             _ => {}
         }
@@ -796,11 +832,9 @@ impl NodeActor {
         match cmd {
             NodeCommand::Announce { spec, reply } => match self.agent.announce(now_ms(), spec) {
                 Ok((task_id, outputs)) => {
-                    if let (Some(store), Some(announce)) =
-                        (&self.store, self.agent.announcement(&task_id))
-                        && let Err(e) = store.save_initiated(announce)
-                    {
-                        warn!(task = %task_id, error = %e, "cannot save the initiated task");
+                    // Durable before the announcement leaves (carry waits for it).
+                    if let Some(announce) = self.agent.announcement(&task_id).cloned() {
+                        self.record(StoreOp::Initiated(announce));
                     }
                     let (tx, rx) = oneshot::channel();
                     self.waiters.entry(task_id).or_default().push(tx);
@@ -881,9 +915,9 @@ impl NodeActor {
                 let _ = reply.send(tasks.into_values().collect());
             }
             NodeCommand::Task { task_id, reply } => {
-                let found = match (self.finished.get(&task_id), &self.store) {
+                let found = match (self.finished.get(&task_id), &self.persist) {
                     (Some(done), _) => Ok(Some(done.clone())),
-                    (None, Some(store)) => store.finished(task_id),
+                    (None, Some(p)) => p.store().finished(task_id),
                     (None, None) => Ok(None),
                 };
                 let _ = reply.send(found);
@@ -990,6 +1024,17 @@ impl NodeActor {
     fn on_swarm(&mut self, event: SwarmEvent<StarlingEvent>) {
         use libp2p::metrics::Recorder;
         self.metrics.libp2p.record(&event);
+        if matches!(
+            event,
+            SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. }
+        ) {
+            let established = self
+                .swarm
+                .network_info()
+                .connection_counters()
+                .num_established();
+            self.metrics.connections.set(i64::from(established));
+        }
         if let SwarmEvent::Behaviour(e) = &event {
             match e {
                 StarlingEvent::Gossipsub(e) => self.metrics.libp2p.record(e),
@@ -1046,6 +1091,7 @@ impl NodeActor {
                 if self.check_link(peer_id) {
                     return;
                 }
+                self.connections.connected(peer_id, Instant::now());
                 if num_established.get() == 1
                     && let Some(a) = agent_of(&peer_id)
                 {
@@ -1065,6 +1111,7 @@ impl NodeActor {
                 if num_established > 0 {
                     return;
                 }
+                self.connections.disconnected(&peer_id);
                 if let Some(a) = agent_of(&peer_id) {
                     debug!(peer = %a, "disconnected");
                     self.feed(Input::PeerDown(a));

@@ -140,3 +140,53 @@ async fn an_initiator_that_crashes_mid_task_resumes_it_from_its_data_dir() {
     assert_eq!(done.results[0].member, a.id());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_crashes_right_after_its_accept_still_holds_it_after_a_restart() {
+    let dir = data_dir("accept");
+    let hub = start(90, &[], &[]).await;
+    let mut hub_events = hub.events();
+    let mut cfg = config(
+        91,
+        &[("hold", Level::Expert)],
+        &[hub.listen_addrs()[0].clone()],
+    );
+    cfg.data_dir = Some(dir.clone());
+    let slow = |seed| SyntheticHandler::new(Duration::from_secs(30), 0.0, seed);
+    let (member, join) = spawn(cfg.clone(), slow(91)).await.unwrap();
+    let me = member.id();
+    let (task_id, _) = hub.announce(spec("hold")).await.unwrap();
+    // The coordinator has the acceptance: the member crashes at once.
+    wait_for(
+        &mut hub_events,
+        30,
+        |e| matches!(e, NodeEvent::Agent(Event::GroupFormed { task_id: t, .. }) if *t == task_id),
+    )
+    .await
+    .expect("the group formed");
+    join.abort();
+    let _ = join.await;
+
+    cfg.listen = vec![memory_addr()];
+    // The start waits for the crashed node's store writer to let go of the database.
+    let (again, _) = spawn(cfg.clone(), slow(91)).await.unwrap();
+    let groups = again.groups().await.unwrap();
+    let group = groups
+        .iter()
+        .find(|g| g.task_id == task_id)
+        .expect("the restarted member holds the group it accepted");
+    let (_, _, status) = group
+        .members
+        .iter()
+        .find(|(_, a, _)| *a == me)
+        .expect("its own member entry");
+    assert!(
+        matches!(
+            status,
+            starling_crdt::MemberStatus::Accepted | starling_crdt::MemberStatus::Active
+        ),
+        "its acceptance survived: {status:?}"
+    );
+    again.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,6 +13,8 @@
 
 pub mod coordinator;
 pub mod member;
+mod neighbours;
+mod replicas;
 pub mod types;
 mod voting;
 
@@ -57,6 +59,8 @@ pub struct Agent {
     loopback: VecDeque<Message>,
     /// Initiated tasks picked up after a restart whose outcome is being fetched.
     recovering: BTreeSet<TaskId>,
+    /// Restored documents held without a role, until when (see [`replicas`]).
+    replicas: BTreeMap<TaskId, Timestamp>,
     out: Vec<Output>,
 }
 
@@ -89,6 +93,7 @@ impl Agent {
             finished_order: VecDeque::new(),
             loopback: VecDeque::new(),
             recovering: BTreeSet::new(),
+            replicas: BTreeMap::new(),
             out: Vec::new(),
         }
     }
@@ -316,7 +321,8 @@ impl Agent {
             .values()
             .filter_map(|m| m.next_deadline(&self.config, self.id));
         let o = self.offered.values().copied();
-        c.chain(m).chain(o).min()
+        let r = self.replicas.values().copied();
+        c.chain(m).chain(o).chain(r).min()
     }
 
     fn on_message(&mut self, from: AgentId, message: Message) {
@@ -434,6 +440,7 @@ impl Agent {
             self.member_tick(t);
         }
         self.offer_from_backlog();
+        self.expire_replicas();
     }
 
     fn on_peer_down(&mut self, peer: AgentId) {
@@ -680,6 +687,7 @@ impl Agent {
         if self.coordinating.contains_key(&task_id)
             || self.memberships.contains_key(&task_id)
             || self.recovering.contains(&task_id)
+            || self.replicas.contains_key(&task_id)
         {
             return;
         }

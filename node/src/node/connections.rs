@@ -1,0 +1,371 @@
+//! The connection economy: connections are a budget, not a side effect.
+//!
+//! gossipsub keeps a long-lived stream open on every connection, so a connection
+//! never goes idle in libp2p's sense and `idle_connection_timeout` never closes it
+//! (rust-libp2p #5190). Left alone, every peer an agent ever dialled — for a
+//! Kademlia lookup, a provider, one direct message — stays connected, and polling
+//! those connections costs CPU and memory for nothing. So the node decides itself.
+//!
+//! Every sweep keeps:
+//! - the gossip mesh peers of this agent's skill topics, and a couple of spare
+//!   subscribers per topic (so a mesh can heal without a lookup);
+//! - the peers of every open group (coordinator and members);
+//! - peers with a direct request in flight, and peers with direct traffic either
+//!   way within the idle timeout;
+//! - a few routing peers, so a node never cuts itself off from the mesh — chosen
+//!   first among subscribers of topics it published to lately without subscribing,
+//!   so that its next announcement there has somewhere to go.
+//!
+//! Everything else is closed once it has been idle for the idle timeout: a lookup
+//! or a single message never turns into a lasting connection.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::Duration,
+};
+
+use libp2p::{PeerId, gossipsub::TopicHash};
+use tokio::time::Instant;
+use tracing::trace;
+
+use super::NodeActor;
+use crate::swarm::peer_id_of;
+
+/// Subscribers kept per topic this agent published to without subscribing.
+const COVER_PER_TOPIC: usize = 2;
+/// Subscribers kept per own topic beyond its mesh peers.
+const SPARE_PER_TOPIC: usize = 2;
+/// How long a topic published to counts as one to keep subscribers of.
+const PUBLISHED_FOR: Duration = Duration::from_secs(300);
+/// Topics remembered as published to, at most.
+const PUBLISHED_LIMIT: usize = 64;
+
+/// Per-peer activity, and topics published to lately.
+#[derive(Debug, Default)]
+pub(super) struct Connections {
+    /// When each connected peer last carried direct traffic (or connected).
+    last_used: HashMap<PeerId, Instant>,
+    /// Topics this agent published to, and when last.
+    published: HashMap<String, Instant>,
+}
+
+impl Connections {
+    /// A peer connected: it counts as used now (a fresh connection gets the idle
+    /// timeout to do what it was opened for).
+    pub(super) fn connected(&mut self, peer: PeerId, now: Instant) {
+        self.last_used.insert(peer, now);
+    }
+
+    /// The last connection to a peer closed.
+    pub(super) fn disconnected(&mut self, peer: &PeerId) {
+        self.last_used.remove(peer);
+    }
+
+    /// Direct traffic to or from a peer.
+    pub(super) fn used(&mut self, peer: PeerId, now: Instant) {
+        if let Some(t) = self.last_used.get_mut(&peer) {
+            *t = now;
+        }
+    }
+
+    /// This agent published on `topic`.
+    pub(super) fn published(&mut self, topic: &str, now: Instant) {
+        if !self.published.contains_key(topic) && self.published.len() >= PUBLISHED_LIMIT {
+            self.published
+                .retain(|_, at| now.duration_since(*at) < PUBLISHED_FOR);
+            if self.published.len() >= PUBLISHED_LIMIT {
+                let oldest = self
+                    .published
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(t, _)| t.clone());
+                if let Some(t) = oldest {
+                    self.published.remove(&t);
+                }
+            }
+        }
+        self.published.insert(topic.to_string(), now);
+    }
+
+    fn recently_used(&self, peer: &PeerId, now: Instant, idle: Duration) -> bool {
+        self.last_used
+            .get(peer)
+            .is_some_and(|t| now.duration_since(*t) < idle)
+    }
+}
+
+/// Which peers to keep, from what the node knows at a sweep: pure, so it is tested
+/// without a swarm.
+#[derive(Debug, Default)]
+pub(super) struct KeepInput {
+    /// Connected peers with the topics each subscribes to.
+    pub(super) peers: Vec<(PeerId, Vec<TopicHash>)>,
+    /// Mesh peers of our own topics.
+    pub(super) mesh: HashSet<PeerId>,
+    /// Our own topics.
+    pub(super) own_topics: BTreeSet<TopicHash>,
+    /// Topics published to lately without subscribing.
+    pub(super) foreign_topics: BTreeSet<TopicHash>,
+    /// Peers that must stay: open groups, requests in flight, recent traffic.
+    pub(super) pinned: HashSet<PeerId>,
+    /// Routing peers to keep at least (if connected).
+    pub(super) routing: usize,
+}
+
+/// The peers to keep connected: mesh and pinned peers; spare subscribers of our own
+/// topics; and `routing` more, chosen first among subscribers of topics we published
+/// to lately (so the next announcement there has somewhere to go), then by peer id.
+pub(super) fn keep_set(input: &KeepInput) -> HashSet<PeerId> {
+    let connected: HashSet<PeerId> = input.peers.iter().map(|(p, _)| *p).collect();
+    let mut keep: HashSet<PeerId> = input
+        .mesh
+        .iter()
+        .chain(&input.pinned)
+        .filter(|p| connected.contains(p))
+        .copied()
+        .collect();
+    let mut have: HashMap<&TopicHash, usize> = HashMap::new();
+    for (p, ts) in &input.peers {
+        if keep.contains(p) {
+            for t in ts {
+                *have.entry(t).or_default() += 1;
+            }
+        }
+    }
+    let mut candidates: Vec<&(PeerId, Vec<TopicHash>)> = input
+        .peers
+        .iter()
+        .filter(|(p, _)| !keep.contains(p))
+        .collect();
+    candidates.sort_by_key(|(p, _)| *p);
+    // Spares for own topics: mesh peers plus a couple more subscribers each.
+    let mut want: HashMap<&TopicHash, usize> = HashMap::new();
+    for t in &input.own_topics {
+        let meshed = input
+            .peers
+            .iter()
+            .filter(|(p, ts)| input.mesh.contains(p) && ts.contains(t))
+            .count();
+        want.insert(t, meshed + SPARE_PER_TOPIC);
+    }
+    cover(&mut candidates, &want, &mut have, &mut keep, usize::MAX);
+    // Routing peers, preferring cover of the topics published to.
+    let want: HashMap<&TopicHash, usize> = input
+        .foreign_topics
+        .iter()
+        .map(|t| (t, COVER_PER_TOPIC))
+        .collect();
+    let added = cover(&mut candidates, &want, &mut have, &mut keep, input.routing);
+    for (p, _) in candidates.into_iter().take(input.routing - added) {
+        keep.insert(*p);
+    }
+    keep
+}
+
+/// Moves up to `limit` candidates into `keep`, greedily: each time the one that
+/// serves the most topics still below what `want` asks. Returns how many it moved.
+fn cover<'a>(
+    candidates: &mut Vec<&'a (PeerId, Vec<TopicHash>)>,
+    want: &HashMap<&TopicHash, usize>,
+    have: &mut HashMap<&'a TopicHash, usize>,
+    keep: &mut HashSet<PeerId>,
+    limit: usize,
+) -> usize {
+    let mut added = 0;
+    while added < limit {
+        let short = |t: &TopicHash| {
+            want.get(t)
+                .is_some_and(|w| have.get(t).copied().unwrap_or(0) < *w)
+        };
+        let best = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ts))| (i, ts.iter().filter(|t| short(t)).count()))
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(i, n)| (*n, std::cmp::Reverse(*i)));
+        let Some((i, _)) = best else { break };
+        let (p, ts) = candidates.remove(i);
+        keep.insert(*p);
+        for t in ts {
+            *have.entry(t).or_default() += 1;
+        }
+        added += 1;
+    }
+    added
+}
+
+impl NodeActor {
+    /// Closes the connections nothing needs (see the module docs).
+    pub(super) fn sweep_connections(&mut self) {
+        let now = Instant::now();
+        let idle = self.config.idle_connection_timeout;
+        self.connections
+            .published
+            .retain(|_, at| now.duration_since(*at) < PUBLISHED_FOR);
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let own_topics: BTreeSet<TopicHash> = gossip.topics().cloned().collect();
+        let foreign_topics = self
+            .connections
+            .published
+            .keys()
+            .map(|t| libp2p::gossipsub::IdentTopic::new(t.clone()).hash())
+            .filter(|t| !own_topics.contains(t))
+            .collect();
+        let mut subscriptions: HashMap<PeerId, Vec<TopicHash>> = gossip
+            .all_peers()
+            .map(|(p, ts)| (*p, ts.into_iter().cloned().collect()))
+            .collect();
+        let peers: Vec<(PeerId, Vec<TopicHash>)> = self
+            .swarm
+            .connected_peers()
+            .map(|p| (*p, subscriptions.remove(p).unwrap_or_default()))
+            .collect();
+        let mesh: HashSet<PeerId> = gossip.all_mesh_peers().copied().collect();
+        let mut pinned: HashSet<PeerId> = self
+            .agent
+            .group_neighbours()
+            .iter()
+            .filter_map(|a| peer_id_of(a).ok())
+            .collect();
+        pinned.extend(self.in_flight.keys().copied());
+        pinned.extend(
+            peers
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| self.connections.recently_used(p, now, idle)),
+        );
+        tracing::debug!(
+            connected = peers.len(),
+            mesh = mesh.len(),
+            pinned = pinned.len(),
+            "sweeping connections"
+        );
+        let keep = keep_set(&KeepInput {
+            peers,
+            mesh,
+            own_topics,
+            foreign_topics,
+            pinned,
+            routing: self.config.routing_peers,
+        });
+        let idle_peers: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| !keep.contains(p))
+            .copied()
+            .collect();
+        for peer in idle_peers {
+            trace!(%peer, "closing an idle connection");
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                self.metrics.idle_closed.inc();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str) -> TopicHash {
+        libp2p::gossipsub::IdentTopic::new(name).hash()
+    }
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn unneeded_peers_are_not_kept() {
+        let p = peers(10);
+        let input = KeepInput {
+            peers: p.iter().map(|q| (*q, Vec::new())).collect(),
+            mesh: HashSet::new(),
+            pinned: [p[3]].into_iter().collect(),
+            routing: 2,
+            ..Default::default()
+        };
+        let keep = keep_set(&input);
+        assert_eq!(
+            keep.len(),
+            3,
+            "one pinned peer and two routing peers: {keep:?}"
+        );
+        assert!(keep.contains(&p[3]));
+    }
+
+    #[test]
+    fn mesh_pinned_spare_and_cover_peers_stay_within_their_bounds() {
+        let p = peers(12);
+        let (a, b) = (topic("a"), topic("b"));
+        // p0, p1 mesh peers on our topic a; p2..p5 also subscribe to a; p6..p11
+        // subscribe to b, a topic we published to.
+        let mut list: Vec<(PeerId, Vec<TopicHash>)> = Vec::new();
+        for (i, q) in p.iter().enumerate() {
+            let ts = if i < 6 {
+                vec![a.clone()]
+            } else {
+                vec![b.clone()]
+            };
+            list.push((*q, ts));
+        }
+        let input = KeepInput {
+            peers: list,
+            mesh: [p[0], p[1]].into_iter().collect(),
+            own_topics: [a.clone()].into_iter().collect(),
+            foreign_topics: [b.clone()].into_iter().collect(),
+            pinned: [p[11]].into_iter().collect(),
+            routing: 1,
+        };
+        let keep = keep_set(&input);
+        assert!(
+            keep.contains(&p[0]) && keep.contains(&p[1]),
+            "mesh peers stay"
+        );
+        assert!(keep.contains(&p[11]), "pinned peers stay");
+        let on_a = p[..6].iter().filter(|q| keep.contains(q)).count();
+        assert_eq!(on_a, 2 + SPARE_PER_TOPIC, "mesh plus spares on our topic");
+        // The one routing peer covers b: the pinned subscriber counts toward it.
+        let on_b = p[6..].iter().filter(|q| keep.contains(q)).count();
+        assert_eq!(on_b, COVER_PER_TOPIC, "cover of the published topic");
+        assert_eq!(keep.len(), 2 + SPARE_PER_TOPIC + COVER_PER_TOPIC);
+    }
+
+    #[test]
+    fn a_routing_peer_serving_several_published_topics_is_preferred() {
+        let p = peers(5);
+        let (a, b) = (topic("a"), topic("b"));
+        // p0 (on a) and p2 (on b) are pinned: each topic is one subscriber short.
+        // p1 serves both, p3 and p4 one each: p1 alone closes both gaps.
+        let input = KeepInput {
+            peers: vec![
+                (p[0], vec![a.clone()]),
+                (p[1], vec![a.clone(), b.clone()]),
+                (p[2], vec![b.clone()]),
+                (p[3], vec![a.clone()]),
+                (p[4], vec![b.clone()]),
+            ],
+            foreign_topics: [a, b].into_iter().collect(),
+            pinned: [p[0], p[2]].into_iter().collect(),
+            routing: 1,
+            ..Default::default()
+        };
+        let keep = keep_set(&input);
+        let expected: HashSet<PeerId> = [p[0], p[1], p[2]].into_iter().collect();
+        assert_eq!(keep, expected);
+    }
+
+    #[test]
+    fn pinned_peers_that_are_not_connected_are_not_counted() {
+        let p = peers(3);
+        let input = KeepInput {
+            peers: vec![(p[0], Vec::new())],
+            pinned: [p[1], p[2]].into_iter().collect(),
+            routing: 0,
+            ..Default::default()
+        };
+        assert!(keep_set(&input).is_empty());
+    }
+}

@@ -1,0 +1,145 @@
+//! The connection economy: a mesh settles on few connections per node, and what a
+//! group opened closes once the group is over.
+
+use std::time::Duration;
+
+use starling_protocol::{Level, Priority, SkillRequirement, TaskSpec};
+
+use super::support::*;
+use crate::Handle;
+
+/// Connections a node of the 20-node mesh below may keep once it settles: mesh
+/// peers of its one topic (at most mesh_n_high = 8, typically mesh_n = 4), two
+/// spares and the routing peers (4).
+const SETTLED_BOUND: usize = 12;
+
+async fn peer_count(h: &Handle) -> usize {
+    h.peers().await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twenty_node_mesh_settles_with_every_node_within_the_bound() {
+    let skills = ["a", "b", "c"];
+    let mut nodes: Vec<Handle> = Vec::new();
+    for i in 0..20usize {
+        // Each joins through one earlier node, as on separate hosts.
+        let boot: Vec<_> = nodes
+            .get(i.saturating_sub(1) / 2)
+            .map(|h| h.listen_addrs()[0].clone())
+            .into_iter()
+            .collect();
+        let mut c = config(100 + i as u8, &[(skills[i % 3], Level::Advanced)], &boot);
+        c.idle_connection_timeout = Duration::from_secs(2);
+        nodes.push(start_with(c).await);
+    }
+    // Lookups and bootstrap dial widely at first; then the sweeps close the rest.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut peak = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut counts = Vec::new();
+        for h in &nodes {
+            counts.push(peer_count(h).await);
+        }
+        peak = peak.max(counts.iter().copied().max().unwrap_or(0));
+        let worst = counts.iter().copied().max().unwrap_or(0);
+        let lonely = counts.iter().filter(|c| **c == 0).count();
+        assert_eq!(lonely, 0, "a node lost every connection: {counts:?}");
+        if worst <= SETTLED_BOUND
+            && tokio::time::Instant::now() > deadline - Duration::from_secs(75)
+        {
+            // Stays within the bound for a few more sweeps, too.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            for (i, h) in nodes.iter().enumerate() {
+                let n = peer_count(h).await;
+                assert!(n <= SETTLED_BOUND, "node {i} keeps {n} connections");
+                assert!(n > 0, "node {i} has no connection left");
+            }
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mesh never settled within {SETTLED_BOUND} connections per node: {counts:?} (peak {peak})"
+        );
+    }
+    // Gossip still works on the settled mesh: a task finds its agent.
+    let spec = TaskSpec {
+        description: "after settling".into(),
+        required: vec![SkillRequirement {
+            name: "b".into(),
+            min_level: Level::Novice,
+            count: 1,
+        }],
+        priority: Priority::Normal,
+        deadline_ms: Some(60_000),
+        max_group_size: None,
+        depends_on: Vec::new(),
+        payload: Vec::new(),
+        consensus: false,
+    };
+    let (_, done) = nodes[0].announce(spec).await.unwrap();
+    let finished = tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("the task finished")
+        .unwrap();
+    assert_eq!(finished.outcome, starling_protocol::Outcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_a_group_opened_closes_after_the_group_ends() {
+    // a — b — c: a and c meet only through the task (c is found in the DHT).
+    let b = start(130, &[], &[]).await;
+    let boot = vec![b.listen_addrs()[0].clone()];
+    let mut ca = config(131, &[], &boot);
+    ca.idle_connection_timeout = Duration::from_secs(2);
+    // No routing peers: a keeps nothing it does not need, so the test sees the
+    // group's connection go.
+    ca.routing_peers = 0;
+    let a = start_with(ca).await;
+    let mut cc = config(132, &[("far", Level::Expert)], &boot);
+    cc.idle_connection_timeout = Duration::from_secs(2);
+    cc.routing_peers = 0;
+    let c = start_with(cc).await;
+    let connected =
+        |h: Handle, to| async move { h.peers().await.unwrap().iter().any(|p| p.id == to) };
+    // Wait until a and c are not connected (their bootstrap lookups may have met).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while connected(a.clone(), c.id()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a and c never parted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let spec = TaskSpec {
+        description: "far away".into(),
+        required: vec![SkillRequirement {
+            name: "far".into(),
+            min_level: Level::Novice,
+            count: 1,
+        }],
+        priority: Priority::Normal,
+        deadline_ms: Some(60_000),
+        max_group_size: None,
+        depends_on: Vec::new(),
+        payload: Vec::new(),
+        consensus: false,
+    };
+    let (_, done) = a.announce(spec).await.unwrap();
+    let finished = tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .expect("the task finished")
+        .unwrap();
+    assert_eq!(finished.outcome, starling_protocol::Outcome::Completed);
+    assert_eq!(finished.results[0].member, c.id());
+    // The group is over: its connection closes within the idle timeout and a sweep
+    // (generously bounded).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while connected(a.clone(), c.id()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group's connection stayed open after the group ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
