@@ -23,7 +23,8 @@ pub struct RampStep {
     pub rate: f64,
     /// The run.
     pub report: Report,
-    /// 100% completion and formation p99 within [`RAMP_P99_MS`].
+    /// A valid run (no node events missed), 100% completion and formation p99
+    /// within [`RAMP_P99_MS`].
     pub sustained: bool,
 }
 
@@ -34,7 +35,8 @@ pub struct ScaleStep {
     pub agents: usize,
     /// The run.
     pub report: Report,
-    /// 100% completion and formation p99 within [`SCALE_P99_MS`].
+    /// A valid run (no node events missed), 100% completion and formation p99
+    /// within [`SCALE_P99_MS`].
     pub ok: bool,
     /// Why the run could not be made, if it could not.
     pub error: Option<String>,
@@ -114,6 +116,19 @@ fn complete(r: &Report) -> bool {
     r.tasks > 0 && r.completed == r.tasks
 }
 
+/// Why a run counts for no target, if it counts for none: the simulation missed
+/// node events, so its losses and latencies cannot be trusted.
+fn invalid_note(r: &Report) -> String {
+    if r.valid {
+        String::new()
+    } else {
+        format!(
+            " (invalid run: {} node events missed; it counts for no target)",
+            r.events_lagged
+        )
+    }
+}
+
 /// Runs the suite and writes `bench.json`, `formation-cdf.svg` and
 /// `latency-vs-rate.svg` into `args.out`.
 pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
@@ -150,9 +165,9 @@ pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
             tasks,
             ..base(args.seed)
         })?;
-        let sustained = complete(&report) && report.formation_ms.p99 <= RAMP_P99_MS;
+        let sustained = report.valid && complete(&report) && report.formation_ms.p99 <= RAMP_P99_MS;
         say(&format!(
-            "  {rate:>7.0}/min: completed {}/{}  formation p50 {:.1} p99 {:.1} ms  achieved {:.0}/min  {}",
+            "  {rate:>7.0}/min: completed {}/{}  formation p50 {:.1} p99 {:.1} ms  achieved {:.0}/min  {}{}",
             report.completed,
             report.tasks,
             report.formation_ms.p50,
@@ -162,7 +177,8 @@ pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
                 "sustained"
             } else {
                 "NOT sustained"
-            }
+            },
+            invalid_note(&report)
         ));
         ramp.push(RampStep {
             rate,
@@ -209,9 +225,9 @@ pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
                 break;
             }
         };
-        let ok = complete(&report) && report.formation_ms.p99 <= SCALE_P99_MS;
+        let ok = report.valid && complete(&report) && report.formation_ms.p99 <= SCALE_P99_MS;
         say(&format!(
-            "  N={agents:>5}: completed {}/{}  formation p99 {:.1} ms  RSS {:.0} MiB  heap/agent {}  start {:.1} s",
+            "  N={agents:>5}: completed {}/{}  formation p99 {:.1} ms  RSS {:.0} MiB  heap/agent {}  start {:.1} s  idle CPU {}  connections {}{}",
             report.completed,
             report.tasks,
             report.formation_ms.p99,
@@ -219,7 +235,17 @@ pub fn run_suite(args: &BenchArgs) -> Result<(), SimError> {
             report
                 .heap_per_agent_kib
                 .map_or("n/a".into(), |h| format!("{h:.0} KiB")),
-            report.startup_s
+            report.startup_s,
+            report
+                .idle_cpu_ms_per_agent_s
+                .map_or("n/a".into(), |c| format!("{c:.2} ms/agent/s")),
+            report
+                .connections_per_agent
+                .map_or("n/a".into(), |c| format!(
+                    "mean {:.1} max {}",
+                    c.mean, c.max
+                )),
+            invalid_note(&report)
         ));
         scale.push(ScaleStep {
             agents,
@@ -277,15 +303,17 @@ pub fn summary(r: &BenchResults) -> String {
     let n1000 = r
         .scale
         .iter()
-        .any(|s| s.agents >= 1_000 && complete(&s.report));
+        .any(|s| s.agents >= 1_000 && s.report.valid && complete(&s.report));
     let e = &r.faults;
+    let a = &r.formation;
     let lines = [
         "target                                         measured                     ".to_string(),
         format!(
-            "formation p50 <= 10 ms, p99 <= 50 ms (N=100)  p50 {:.1} / p99 {:.1} ms        {}",
+            "formation p50 <= 10 ms, p99 <= 50 ms (N=100)  p50 {:.1} / p99 {:.1} ms        {}{}",
             f.p50,
             f.p99,
-            yes(f.p50 <= 10.0 && f.p99 <= 50.0)
+            yes(a.valid && f.p50 <= 10.0 && f.p99 <= 50.0),
+            invalid_note(a)
         ),
         format!(
             ">= 15,000 tasks/min sustained (N=100)         {}        {}",
@@ -306,7 +334,7 @@ pub fn summary(r: &BenchResults) -> String {
             yes(r.cpu_per_delivery_in_verifies <= 3.0)
         ),
         format!(
-            "20% killed: 100% done, 0 lost, 0 twice       {}/{} done, {} lost, {} orphaned, {} twice, reassign p50 {:.0} / p99 {:.0} ms   {}",
+            "20% killed: 100% done, 0 lost, 0 twice       {}/{} done, {} lost, {} orphaned, {} twice, reassign p50 {:.0} / p99 {:.0} ms   {}{}",
             e.completed,
             e.tasks,
             e.lost,
@@ -314,7 +342,20 @@ pub fn summary(r: &BenchResults) -> String {
             e.duplicated,
             e.faults.reassignment_ms.p50,
             e.faults.reassignment_ms.p99,
-            yes(e.lost == 0 && e.duplicated == 0 && e.completed + e.orphaned == e.tasks)
+            yes(e.valid && e.lost == 0 && e.duplicated == 0 && e.completed + e.orphaned == e.tasks),
+            invalid_note(e)
+        ),
+        format!(
+            "idle CPU per agent (N=100, no tasks)          {}",
+            a.idle_cpu_ms_per_agent_s
+                .map_or("n/a".into(), |c| format!("{c:.2} ms per second"))
+        ),
+        format!(
+            "connections per agent (N=100)                 {}",
+            a.connections_per_agent.map_or("n/a".into(), |c| format!(
+                "mean {:.1}, max {}",
+                c.mean, c.max
+            ))
         ),
         format!(
             "bytes on the wire per task (N=100)            {:.0}",

@@ -66,6 +66,12 @@ pub struct RunArgs {
     /// Seed of the workload and fault schedule; the same seed replays the same run.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Tasks each agent works on at once (its max_concurrent_tasks), 1–64. Without it
+    /// every agent keeps its own default, as `starling agent` does without
+    /// --max-concurrent-tasks. An agent with every slot taken offers for nothing new
+    /// and keeps announcements in its backlog until a slot frees up.
+    #[arg(long, value_name = "N")]
+    pub capacity: Option<u32>,
     /// Links between agents: memory (in-process) or tcp (loopback sockets).
     #[arg(long, default_value = "memory")]
     pub transport: Transport,
@@ -138,6 +144,7 @@ impl RunArgs {
             skills: self.skills,
             group_size: self.group_size,
             seed: self.seed,
+            capacity: self.capacity,
             transport: self.transport,
             work_ms: self.work_ms,
             failure_rate: self.failure_rate,

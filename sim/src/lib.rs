@@ -13,6 +13,8 @@
 //! - [`report`] — [`Report`]: the table and the JSON.
 //! - [`bench`] — the fixed benchmark suite, `bench.json` and the SVG charts.
 //! - [`resources`] — CPU, peak RSS and a counting allocator for heap per agent.
+//! - [`sample`] — figures sampled while the mesh runs: connections per agent and the
+//!   idle window's CPU.
 //! - [`cli`] — the `starling-sim` command line.
 //! - [`error`] — [`SimError`].
 
@@ -26,6 +28,7 @@ pub mod options;
 pub mod report;
 pub mod resources;
 pub mod run;
+pub mod sample;
 pub mod workload;
 
 pub use error::SimError;

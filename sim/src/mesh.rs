@@ -1,8 +1,17 @@
 //! The simulated mesh: N real `starling-node` nodes in this process, bootstrapped
 //! through the DHT from one address each, their events timestamped into one channel;
-//! crash, restart and partition on command.
+//! crash, restart and partition on command. Every agent keeps its state in a data
+//! directory of its own (under a fresh temporary root per run, removed at shutdown),
+//! as an agent on a host of its own would.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use libp2p::Multiaddr;
 use starling_node::{
@@ -44,6 +53,11 @@ pub struct Mesh {
     retired: Vec<Handle>,
     faults: Arc<LinkFaults>,
     events: mpsc::Sender<Stamped>,
+    /// How the agents listen (a restarted agent listens anew).
+    transport: Transport,
+    /// Node events the forwarders missed because they fell behind, over all agents.
+    lagged: Arc<AtomicU64>,
+    /// Where the agents' data directories are; `None` once removed.
     data_root: Option<PathBuf>,
 }
 
@@ -64,7 +78,14 @@ fn wanted(e: &NodeEvent) -> bool {
     }
 }
 
-fn forward(agent: usize, handle: &Handle, tx: mpsc::Sender<Stamped>) -> JoinHandle<()> {
+/// Forwards agent `agent`'s wanted events, stamped, to `tx`; counts into `lagged` the
+/// events it missed because it fell behind the node's broadcast channel.
+fn forward(
+    agent: usize,
+    handle: &Handle,
+    tx: mpsc::Sender<Stamped>,
+    lagged: Arc<AtomicU64>,
+) -> JoinHandle<()> {
     let mut rx = handle.events();
     tokio::spawn(async move {
         loop {
@@ -82,6 +103,7 @@ fn forward(agent: usize, handle: &Handle, tx: mpsc::Sender<Stamped>) -> JoinHand
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     debug!(agent, lagged = n, "event forwarder fell behind");
+                    lagged.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
@@ -100,16 +122,16 @@ impl Mesh {
         events: mpsc::Sender<Stamped>,
         mut progress: impl FnMut(usize),
     ) -> Result<Mesh, SimError> {
-        let data_root = opts.restart_after.map(|_| {
-            std::env::temp_dir().join(format!("starling-sim-{}-{}", std::process::id(), opts.seed))
-        });
+        let data_root = fresh_data_root(opts.seed)?;
         let mut rng = Rng::new(opts.seed ^ 0xb007);
         let mut mesh = Mesh {
             agents: Vec::with_capacity(workload.agents.len()),
             retired: Vec::new(),
             faults,
             events,
-            data_root,
+            transport: opts.transport,
+            lagged: Arc::new(AtomicU64::new(0)),
+            data_root: Some(data_root),
         };
         let mut addrs: Vec<Multiaddr> = Vec::new();
         for (i, plan) in workload.agents.iter().enumerate() {
@@ -118,19 +140,15 @@ impl Mesh {
                 continue;
             }
             let keypair = Keypair::from_secret_bytes(plan.key_seed);
-            let agent = AgentConfig {
+            let mut agent = AgentConfig {
                 skills: plan.skills.clone(),
                 ..AgentConfig::default()
             };
+            if let Some(capacity) = opts.capacity {
+                agent.max_concurrent_tasks = capacity;
+            }
             let mut config = NodeConfig::new(keypair, agent);
-            config.listen = vec![
-                match opts.transport {
-                    Transport::Memory => format!("/memory/{}", memory_port()),
-                    Transport::Tcp => "/ip4/127.0.0.1/tcp/0".to_string(),
-                }
-                .parse()
-                .map_err(|e| SimError::Mesh(format!("listen address: {e}")))?,
-            ];
+            config.listen = vec![listen_addr(opts.transport)?];
             if !addrs.is_empty() {
                 // Like a real host: one known address to join through.
                 let k = rng.below(addrs.len().min(8));
@@ -138,9 +156,10 @@ impl Mesh {
             }
             config.rng_seed = opts.seed ^ (i as u64).wrapping_mul(0x9e37_79b9);
             config.link_faults = Some(mesh.faults.clone());
-            if let Some(root) = &mesh.data_root {
-                config.data_dir = Some(root.join(format!("agent-{i}")));
-            }
+            config.data_dir = mesh
+                .data_root
+                .as_ref()
+                .map(|r| r.join(format!("agent-{i}")));
             let handler: Arc<dyn TaskHandler> = Arc::new(SyntheticHandler {
                 mean: None,
                 failure_rate: match plan.hostile {
@@ -168,7 +187,7 @@ impl Mesh {
         let (handle, join) = spawn(config.clone(), handler.clone())
             .await
             .map_err(|e| SimError::Mesh(format!("agent {i}: {e}")))?;
-        let forwarder = forward(i, &handle, self.events.clone());
+        let forwarder = forward(i, &handle, self.events.clone(), self.lagged.clone());
         Ok(SimAgent {
             config,
             handler,
@@ -203,6 +222,17 @@ impl Mesh {
     /// The agent id of agent `i`, if it is a node.
     pub fn id(&self, i: usize) -> Option<AgentId> {
         self.agents.get(i)?.as_ref().map(|a| a.handle.id())
+    }
+
+    /// The metrics text of every live agent (crashed ones excluded).
+    pub fn live_metrics(&self) -> Vec<String> {
+        self.live().iter().map(|(_, h)| h.metrics_text()).collect()
+    }
+
+    /// The counter of node events the forwarders missed (it keeps counting until the
+    /// agents are shut down).
+    pub fn events_lagged(&self) -> Arc<AtomicU64> {
+        self.lagged.clone()
     }
 
     /// Every handle, live or crashed (metrics survive a crash), for the report.
@@ -260,6 +290,9 @@ impl Mesh {
         }
         self.retired.push(old.handle.clone());
         let mut config = old.config.clone();
+        // A new address, as a host coming back may get: a memory-transport port stays
+        // taken after its swarm is dropped without closing its listener.
+        config.listen = vec![listen_addr(self.transport)?];
         config.bootstrap = self
             .live()
             .first()
@@ -287,6 +320,11 @@ impl Mesh {
         let stops = live.iter().map(|(_, h)| h.shutdown());
         let _ =
             tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(stops)).await;
+        self.stop_and_clean();
+    }
+
+    /// Aborts every agent's task and forwarder, then removes the data directories.
+    fn stop_and_clean(&mut self) {
         for a in self.agents.iter_mut().flatten() {
             if let Some(j) = a.join.take() {
                 j.abort();
@@ -301,11 +339,44 @@ impl Mesh {
     }
 }
 
-static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+impl Drop for Mesh {
+    /// A mesh dropped without [`Mesh::shutdown`] (a run that stopped on an error)
+    /// still stops its agents and leaves no data directories behind.
+    fn drop(&mut self) {
+        self.stop_and_clean();
+    }
+}
+
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+/// A new, empty directory under the system's temporary directory for one run's
+/// agent data directories (runs of a benchmark share the process and the seed).
+fn fresh_data_root(seed: u64) -> Result<PathBuf, SimError> {
+    let run = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
+    let root =
+        std::env::temp_dir().join(format!("starling-sim-{}-{seed}-{run}", std::process::id()));
+    // Left over from an earlier process with the same id: not this run's state.
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root)
+        .map_err(|e| SimError::Mesh(format!("data directory {}: {e}", root.display())))?;
+    Ok(root)
+}
+
+/// A fresh address for an agent to listen on.
+fn listen_addr(transport: Transport) -> Result<Multiaddr, SimError> {
+    match transport {
+        Transport::Memory => format!("/memory/{}", memory_port()),
+        Transport::Tcp => "/ip4/127.0.0.1/tcp/0".to_string(),
+    }
+    .parse()
+    .map_err(|e| SimError::Mesh(format!("listen address: {e}")))
+}
+
+static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
 
 /// A memory-transport port no other agent of this process uses (runs of a benchmark
 /// share the process).
 fn memory_port() -> u64 {
-    let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
     (u64::from(std::process::id()) << 32) + n
 }

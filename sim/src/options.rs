@@ -43,6 +43,10 @@ pub struct SimOptions {
     pub group_size: usize,
     /// Seed of the workload and the fault schedule (printed; replays the run).
     pub seed: u64,
+    /// Tasks each agent works on at once (`AgentConfig::max_concurrent_tasks`), 1–64.
+    /// Default `None`: the agent's own default, as a real agent has without
+    /// `--max-concurrent-tasks`.
+    pub capacity: Option<u32>,
     /// Memory or TCP links. Default memory.
     pub transport: Transport,
     /// Mean simulated work per part, ms (each agent's skills vary 0.5×–1.5× around it).
@@ -95,6 +99,7 @@ impl Default for SimOptions {
             skills: 12,
             group_size: 5,
             seed: 7,
+            capacity: None,
             transport: Transport::Memory,
             work_ms: 300,
             failure_rate: None,
@@ -157,6 +162,9 @@ impl SimOptions {
         }
         if !(0.0..=100.0).contains(&self.loss_pct) {
             return bad("loss", "a percentage within 0..=100");
+        }
+        if self.capacity.is_some_and(|c| !(1..=64).contains(&c)) {
+            return bad("capacity", "tasks at once per agent, within 1..=64");
         }
         if self.failure_rate.is_some_and(|f| !(0.0..=1.0).contains(&f)) {
             return bad("failure-rate", "a probability within 0..=1");

@@ -41,6 +41,15 @@ impl Percentiles {
     }
 }
 
+/// Established connections per agent, over samples of every live agent.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct ConnectionFigure {
+    /// Mean over agents × samples.
+    pub mean: f64,
+    /// Largest any agent had in any sample.
+    pub max: u64,
+}
+
 /// What the faults of a run did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct FaultReport {
@@ -80,7 +89,16 @@ pub struct Report {
     pub tasks: usize,
     /// Offered load, tasks per minute.
     pub rate_per_min: f64,
-    /// Seconds from the first node's start until the mesh was connected.
+    /// Tasks each agent worked on at once, if `--capacity` set it (`None`: the
+    /// agents' own default).
+    pub capacity: Option<u32>,
+    /// Whether the figures can be trusted: false when the simulation missed node
+    /// events (`events_lagged` > 0), so tasks may be counted lost that were not.
+    pub valid: bool,
+    /// Node events the simulation's forwarders missed because they fell behind.
+    pub events_lagged: u64,
+    /// Seconds from the first node's start until the mesh was connected (before the
+    /// idle window).
     pub startup_s: f64,
     /// Seconds from the first announcement until the last task finished (or the
     /// drain time ran out).
@@ -123,8 +141,25 @@ pub struct Report {
     pub peak_rss_mib: f64,
     /// Heap held per agent once the mesh is up, KiB (`None`: allocator not counted).
     pub heap_per_agent_kib: Option<f64>,
+    /// Process CPU per agent per second over the idle window (mesh up, no tasks), ms
+    /// (`None`: CPU time not readable).
+    pub idle_cpu_ms_per_agent_s: Option<f64>,
+    /// Seconds the idle window lasted.
+    pub idle_s: f64,
+    /// Connections per agent at the end of the idle window (`None`: the nodes expose
+    /// no connection gauge).
+    pub connections_idle: Option<ConnectionFigure>,
+    /// Connections per agent over the idle sample and the samples taken during the
+    /// workload (`None`: the nodes expose no connection gauge).
+    pub connections_per_agent: Option<ConnectionFigure>,
     /// What faults did.
     pub faults: FaultReport,
+}
+
+fn connections(c: Option<ConnectionFigure>) -> String {
+    c.map_or("n/a".to_string(), |c| {
+        format!("mean {:.1}   max {}", c.mean, c.max)
+    })
 }
 
 fn pct_row(out: &mut String, name: &str, p: &Percentiles) {
@@ -139,11 +174,21 @@ impl Report {
     /// The table a person reads.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let capacity = self
+            .capacity
+            .map_or(String::new(), |c| format!(", capacity {c}"));
         let _ = writeln!(
             out,
-            "Starling simulation — {} agents ({}), {} tasks at {:.0}/min, seed {}",
+            "Starling simulation — {} agents ({}), {} tasks at {:.0}/min, seed {}{capacity}",
             self.agents, self.transport, self.tasks, self.rate_per_min, self.seed
         );
+        if !self.valid {
+            let _ = writeln!(
+                out,
+                "  INVALID RUN                {} node events were missed: tasks may be counted as lost that were not",
+                self.events_lagged
+            );
+        }
         let _ = writeln!(
             out,
             "  tasks                      completed {}   failed {}   lost {}   orphaned {}   committed twice {}",
@@ -174,6 +219,20 @@ impl Report {
             out,
             "  cost                       {:.1} CPU s ({:.0} µs per delivery), peak RSS {:.0} MiB, heap {heap} per agent",
             self.cpu_s, self.cpu_per_delivery_us, self.peak_rss_mib
+        );
+        let idle_cpu = self
+            .idle_cpu_ms_per_agent_s
+            .map_or("n/a".to_string(), |c| format!("{c:.2} ms"));
+        let _ = writeln!(
+            out,
+            "  idle ({:.0} s, no tasks)      {idle_cpu} CPU per agent per second, connections per agent {}",
+            self.idle_s,
+            connections(self.connections_idle)
+        );
+        let _ = writeln!(
+            out,
+            "  connections per agent      {} (idle and during the workload)",
+            connections(self.connections_per_agent)
         );
         let f = &self.faults;
         if f.killed + f.partitioned + f.hostile > 0 || f.latency_ms + f.jitter_ms + f.loss_pct > 0.0
@@ -241,5 +300,37 @@ mod tests {
         ] {
             assert!(t.contains(word), "{word} missing from\n{t}");
         }
+    }
+
+    #[test]
+    fn the_table_says_when_a_run_is_invalid_and_shows_the_idle_figures() {
+        let r = Report {
+            valid: true,
+            capacity: Some(5),
+            idle_s: 10.0,
+            idle_cpu_ms_per_agent_s: Some(0.25),
+            connections_idle: Some(ConnectionFigure { mean: 4.5, max: 9 }),
+            ..Report::default()
+        };
+        let t = r.table();
+        assert!(!t.contains("INVALID"), "{t}");
+        for word in ["capacity 5", "0.25 ms CPU per agent", "mean 4.5   max 9"] {
+            assert!(t.contains(word), "{word} missing from\n{t}");
+        }
+        let lagged = Report {
+            valid: false,
+            events_lagged: 17,
+            ..r
+        };
+        let t = lagged.table();
+        assert!(
+            t.contains("INVALID RUN") && t.contains("17 node events were missed"),
+            "{t}"
+        );
+        let json = serde_json::to_value(&lagged).unwrap();
+        assert_eq!(json["valid"], false);
+        assert_eq!(json["events_lagged"], 17);
+        assert_eq!(json["connections_idle"]["max"], 9);
+        assert!(json["connections_per_agent"].is_null());
     }
 }

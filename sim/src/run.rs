@@ -25,6 +25,7 @@ use crate::{
     mesh::{Mesh, Stamped},
     report::{FaultReport, Report},
     resources,
+    sample::{ConnectionSampler, idle_window},
     workload::{Hostility, TaskPlan, Workload, generate},
 };
 
@@ -73,6 +74,9 @@ fn timeline(opts: &SimOptions, w: &Workload) -> Vec<(Duration, Action)> {
     t.sort_by_key(|(at, _)| *at);
     t
 }
+
+/// Three gossip heartbeats: long enough for every skill topic to have its mesh.
+const GOSSIP_SETTLING: Duration = Duration::from_millis(2_100);
 
 fn spec(plan: &TaskPlan, i: usize) -> TaskSpec {
     TaskSpec {
@@ -178,15 +182,21 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
             limit.as_secs()
         )));
     }
-    let forgers = hostile::spawn_forgers(&workload, opts, &mesh)?;
     // Three gossip heartbeats, so every skill topic has its mesh.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(GOSSIP_SETTLING).await;
     pb.finish_and_clear();
     let startup_s = startup.elapsed().as_secs_f64();
     let heap_per_agent_kib = match (heap0, resources::heap_bytes()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / nodes as f64 / 1024.0),
         _ => None,
     };
+    let idle = idle_window(&mesh, nodes).await;
+    // Forgers are hostile traffic, part of the workload: they join after the idle
+    // window, and get their own heartbeats to join the skill topics' meshes.
+    let forgers = hostile::spawn_forgers(&workload, opts, &mesh)?;
+    if !forgers.is_empty() {
+        tokio::time::sleep(GOSSIP_SETTLING).await;
+    }
     let ids: BTreeMap<AgentId, usize> = (0..workload.agents.len())
         .filter_map(|i| mesh.id(i).map(|id| (id, i)))
         .collect();
@@ -196,12 +206,13 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     let cpu0 = resources::cpu_seconds().unwrap_or(0.0);
     let pb = bar(opts, workload.tasks.len(), "tasks");
     let start = Instant::now();
+    let mut sampler = ConnectionSampler::new(start, nodes);
     let mut crashes = Crashes::default();
     let mut announces = Vec::new();
     let mut heal_at = None;
     let mut spanning: BTreeSet<TaskId> = BTreeSet::new();
     for (at, action) in timeline(opts, &workload) {
-        tokio::time::sleep_until(start + at).await;
+        sampler.sleep_until(start + at, &mesh).await;
         pb.set_position(finished.load(Ordering::Relaxed) as u64);
         match action {
             Action::Announce(i) => {
@@ -266,6 +277,7 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     let drain_until = Instant::now() + opts.drain;
     let mut convergence_ms = None;
     while Instant::now() < drain_until {
+        sampler.sample_if_due(&mesh);
         let done = finished.load(Ordering::Relaxed);
         pb.set_position(done as u64);
         if let Some(h) = heal_at
@@ -292,11 +304,16 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     for f in forgers {
         f.abort();
     }
+    let lagged = mesh.events_lagged();
     mesh.shutdown().await;
     let _ = stop_collector.send(());
     let events = collected
         .await
         .map_err(|e| SimError::Mesh(format!("collector: {e}")))?;
+    // Every forwarder has stopped: this counts every event the analysis missed.
+    let events_lagged = lagged.load(Ordering::Relaxed);
+    let mut connections = *sampler.samples();
+    connections.merge(&idle.connections);
     let fig = analyse(&announced, &events, &crashes, &ids);
 
     let run_s = fig
@@ -318,6 +335,9 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
         transport: format!("{:?}", opts.transport).to_lowercase(),
         tasks: announced.len(),
         rate_per_min: opts.rate,
+        capacity: opts.capacity,
+        valid: events_lagged == 0,
+        events_lagged,
         startup_s,
         run_s,
         completed: fig.completed,
@@ -346,6 +366,10 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
         },
         peak_rss_mib,
         heap_per_agent_kib,
+        idle_cpu_ms_per_agent_s: idle.cpu_ms_per_agent_s,
+        idle_s: idle.seconds,
+        connections_idle: idle.connections.figure(),
+        connections_per_agent: connections.figure(),
         faults: FaultReport {
             killed: crashes.killed.len(),
             restarted: crashes.restarted.len(),
