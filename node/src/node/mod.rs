@@ -37,7 +37,7 @@ use crate::{
     behaviour::{StarlingBehaviour, StarlingEvent},
     handler::{ExecutorReport, ProgressSink, TaskHandler},
     metrics::{Metrics, encode_text, refusal_reason},
-    store::{Store, StoreOp},
+    store::StoreOp,
     swarm::{self, agent_of, peer_id_of},
 };
 
@@ -297,7 +297,7 @@ pub async fn spawn(
     // The store first: a data directory that is in use or belongs to another agent
     // stops the start before any address is bound.
     let store = match &config.data_dir {
-        Some(dir) => Some(open_store(dir, config.keypair.id()).await?),
+        Some(dir) => Some(persist::open_store(dir, config.keypair.id()).await?),
         None => None,
     };
     let mut registry = prometheus_client::registry::Registry::default();
@@ -383,7 +383,7 @@ pub async fn spawn(
     let (persist, initial) = match store {
         Some(store) => {
             let mut restored = Vec::new();
-            let initial = restore(&store, &mut agent, &config, &mut restored)?;
+            let initial = persist::restore(&store, &mut agent, &config, &mut restored)?;
             let mut persist = Persister::start(store);
             for (task_id, heads) in restored {
                 persist.restored(task_id, heads);
@@ -437,65 +437,6 @@ pub async fn spawn(
         registry,
     };
     Ok((handle, join))
-}
-
-/// Opens the store, waiting up to two seconds for a node that is still stopping
-/// (its writer finishing its last commit) to let go of it.
-async fn open_store(dir: &std::path::Path, me: AgentId) -> Result<Store> {
-    let give_up = Instant::now() + Duration::from_secs(2);
-    loop {
-        match Store::open(dir, me) {
-            Err(NodeError::StoreInUse(_)) if Instant::now() < give_up => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Loads what the data directory holds into a new agent and picks up unfinished
-/// initiated tasks; returns the outputs to carry out once the node runs. Groups this
-/// agent was a member of are restored as replicas (it still holds what it accepted
-/// and wrote, and answers its peers' anti-entropy), for as long as the protocol keeps
-/// a replica without a role. `restored` gets each loaded document's heads.
-fn restore(
-    store: &Store,
-    agent: &mut Agent,
-    config: &NodeConfig,
-    restored: &mut Vec<(TaskId, Vec<starling_crdt::ChangeHash>)>,
-) -> Result<Vec<Output>> {
-    for skill in store.skills()? {
-        agent.restore_skill(skill);
-    }
-    agent.restore_reputation(store.reputation()?);
-    let limits = config.agent.crdt_limits.clone();
-    let mut outputs = Vec::new();
-    let mut initiated = HashSet::new();
-    for announce in store.initiated()? {
-        let task_id = announce.task_id;
-        initiated.insert(task_id);
-        let doc = store.group_doc(task_id, &config.keypair, limits.clone())?;
-        if let Some(d) = &doc {
-            restored.push((task_id, d.heads()));
-        }
-        info!(task = %task_id, "resuming an initiated task");
-        outputs.extend(agent.resume_initiated(now_ms(), announce, doc));
-    }
-    for task_id in store.group_tasks()? {
-        if initiated.contains(&task_id) || store.finished(task_id)?.is_some() {
-            continue;
-        }
-        let Some(doc) = store.group_doc(task_id, &config.keypair, limits.clone())? else {
-            continue;
-        };
-        let open = doc.view().is_ok_and(|v| v.outcome.is_none());
-        if open {
-            debug!(task = %task_id, "restoring a group replica");
-            restored.push((task_id, doc.heads()));
-            agent.restore_replica(now_ms(), task_id, doc);
-        }
-    }
-    Ok(outputs)
 }
 
 struct NodeActor {

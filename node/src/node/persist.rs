@@ -21,12 +21,20 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use starling_protocol::{Output, TaskId};
-use tokio::sync::{mpsc, watch};
-use tracing::{error, warn};
+use std::{collections::HashSet, time::Duration};
 
-use super::NodeActor;
-use crate::store::{Store, StoreOp};
+use starling_protocol::{Agent, AgentId, Output, TaskId};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tracing::{debug, error, info, warn};
+
+use super::{NodeActor, now_ms};
+use crate::{
+    NodeConfig, NodeError, Result,
+    store::{Store, StoreOp},
+};
 
 type Queue = Arc<Mutex<Vec<(u64, Vec<StoreOp>)>>>;
 
@@ -180,6 +188,65 @@ async fn writer(
         }
         done.send_replace(last);
     }
+}
+
+/// Opens the store, waiting up to two seconds for a node that is still stopping
+/// (its writer finishing its last commit) to let go of it.
+pub(super) async fn open_store(dir: &std::path::Path, me: AgentId) -> Result<Store> {
+    let give_up = Instant::now() + Duration::from_secs(2);
+    loop {
+        match Store::open(dir, me) {
+            Err(NodeError::StoreInUse(_)) if Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Loads what the data directory holds into a new agent and picks up unfinished
+/// initiated tasks; returns the outputs to carry out once the node runs. Groups this
+/// agent was a member of are restored as replicas (it still holds what it accepted
+/// and wrote, and answers its peers' anti-entropy), for as long as the protocol keeps
+/// a replica without a role. `restored` gets each loaded document's heads.
+pub(super) fn restore(
+    store: &Store,
+    agent: &mut Agent,
+    config: &NodeConfig,
+    restored: &mut Vec<(TaskId, Vec<starling_crdt::ChangeHash>)>,
+) -> Result<Vec<Output>> {
+    for skill in store.skills()? {
+        agent.restore_skill(skill);
+    }
+    agent.restore_reputation(store.reputation()?);
+    let limits = config.agent.crdt_limits.clone();
+    let mut outputs = Vec::new();
+    let mut initiated = HashSet::new();
+    for announce in store.initiated()? {
+        let task_id = announce.task_id;
+        initiated.insert(task_id);
+        let doc = store.group_doc(task_id, &config.keypair, limits.clone())?;
+        if let Some(d) = &doc {
+            restored.push((task_id, d.heads()));
+        }
+        info!(task = %task_id, "resuming an initiated task");
+        outputs.extend(agent.resume_initiated(now_ms(), announce, doc));
+    }
+    for task_id in store.group_tasks()? {
+        if initiated.contains(&task_id) || store.finished(task_id)?.is_some() {
+            continue;
+        }
+        let Some(doc) = store.group_doc(task_id, &config.keypair, limits.clone())? else {
+            continue;
+        };
+        let open = doc.view().is_ok_and(|v| v.outcome.is_none());
+        if open {
+            debug!(task = %task_id, "restoring a group replica");
+            restored.push((task_id, doc.heads()));
+            agent.restore_replica(now_ms(), task_id, doc);
+        }
+    }
+    Ok(outputs)
 }
 
 impl NodeActor {

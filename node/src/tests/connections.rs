@@ -13,6 +13,24 @@ use crate::Handle;
 /// spares and the routing peers (4).
 const SETTLED_BOUND: usize = 12;
 
+/// A task of one part, `skill`.
+fn one_part(description: &str, skill: &str) -> TaskSpec {
+    TaskSpec {
+        description: description.into(),
+        required: vec![SkillRequirement {
+            name: skill.into(),
+            min_level: Level::Novice,
+            count: 1,
+        }],
+        priority: Priority::Normal,
+        deadline_ms: Some(60_000),
+        max_group_size: None,
+        depends_on: Vec::new(),
+        payload: Vec::new(),
+        consensus: false,
+    }
+}
+
 async fn peer_count(h: &Handle) -> usize {
     h.peers().await.unwrap().len()
 }
@@ -63,20 +81,7 @@ async fn a_twenty_node_mesh_settles_with_every_node_within_the_bound() {
         );
     }
     // Gossip still works on the settled mesh: a task finds its agent.
-    let spec = TaskSpec {
-        description: "after settling".into(),
-        required: vec![SkillRequirement {
-            name: "b".into(),
-            min_level: Level::Novice,
-            count: 1,
-        }],
-        priority: Priority::Normal,
-        deadline_ms: Some(60_000),
-        max_group_size: None,
-        depends_on: Vec::new(),
-        payload: Vec::new(),
-        consensus: false,
-    };
+    let spec = one_part("after settling", "b");
     let (_, done) = nodes[0].announce(spec).await.unwrap();
     let finished = tokio::time::timeout(Duration::from_secs(60), done)
         .await
@@ -111,20 +116,7 @@ async fn the_connection_a_group_opened_closes_after_the_group_ends() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let spec = TaskSpec {
-        description: "far away".into(),
-        required: vec![SkillRequirement {
-            name: "far".into(),
-            min_level: Level::Novice,
-            count: 1,
-        }],
-        priority: Priority::Normal,
-        deadline_ms: Some(60_000),
-        max_group_size: None,
-        depends_on: Vec::new(),
-        payload: Vec::new(),
-        consensus: false,
-    };
+    let spec = one_part("far away", "far");
     let (_, done) = a.announce(spec).await.unwrap();
     let finished = tokio::time::timeout(Duration::from_secs(60), done)
         .await
