@@ -235,33 +235,17 @@ impl Header {
     }
 }
 
-/// Produces sequence numbers that strictly increase per sender and survive restarts
-/// without storage.
-///
-/// The first number is the unix time in µs at the first call (`now_ms * 1000`); every
-/// later one is the previous plus one, whatever the clock says. The numbers are dense,
-/// which is what lets a receiver's fixed-size anti-replay window cover them (see
-/// [`crate::ReplayGuard`]).
-///
-/// A restarted sender begins again at its new `now_ms * 1000`, which lies above
-/// everything it numbered before as long as the previous run averaged fewer than 1,000
-/// numbers per millisecond (from its first call to the restart) and the clock has not
-/// gone back. A run that outpaces that rate can make a restarted sender reuse numbers,
-/// which receivers still remembering the old ones refuse as replays. At `u64::MAX` the
-/// generator stays put instead of wrapping.
+/// Produces envelope sequence numbers that strictly increase per sender and survive
+/// restarts without storage: `max(last + 1, unix time in µs)`.
 #[derive(Debug, Clone, Default)]
 pub struct SeqGenerator {
-    last: Option<u64>,
+    last: u64,
 }
 
 impl SeqGenerator {
     /// The next sequence number at `now_ms`.
     pub fn next(&mut self, now_ms: u64) -> u64 {
-        let next = match self.last {
-            None => now_ms.saturating_mul(1000),
-            Some(last) => last.saturating_add(1),
-        };
-        self.last = Some(next);
-        next
+        self.last = (self.last + 1).max(now_ms.saturating_mul(1000));
+        self.last
     }
 }
