@@ -124,10 +124,6 @@ impl StarlingBehaviour {
             .mesh_n_high(config.mesh_n * 2)
             .mesh_outbound_min(1.min(config.mesh_n / 2))
             .gossip_lazy(config.mesh_n)
-            // A publish goes to the mesh (or, on a topic this agent does not
-            // subscribe to, to mesh_n fanout peers), not to every connected
-            // subscriber: the mesh carries it on.
-            .flood_publish(false)
             .build()
             .map_err(|e| err(format!("gossipsub config: {e}")))?;
         let filter = gossipsub::MaxCountSubscriptionFilter {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use starling_protocol::{Level, Priority, SkillRequirement, TaskSpec};
+use starling_protocol::Level;
 
 use super::support::*;
 use crate::Handle;
@@ -12,24 +12,6 @@ use crate::Handle;
 /// peers of its one topic (at most mesh_n_high = 8, typically mesh_n = 4), two
 /// spares and the routing peers (4).
 const SETTLED_BOUND: usize = 12;
-
-/// A task of one part, `skill`.
-fn one_part(description: &str, skill: &str) -> TaskSpec {
-    TaskSpec {
-        description: description.into(),
-        required: vec![SkillRequirement {
-            name: skill.into(),
-            min_level: Level::Novice,
-            count: 1,
-        }],
-        priority: Priority::Normal,
-        deadline_ms: Some(60_000),
-        max_group_size: None,
-        depends_on: Vec::new(),
-        payload: Vec::new(),
-        consensus: false,
-    }
-}
 
 async fn peer_count(h: &Handle) -> usize {
     h.peers().await.unwrap().len()

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use starling_protocol::{Event, Level, Outcome, Priority, SkillRequirement, TaskSpec};
+use starling_protocol::{Event, Level, Outcome, TaskSpec};
 
 use super::support::*;
 use crate::{NodeEvent, SyntheticHandler, spawn};
@@ -14,20 +14,7 @@ fn data_dir(name: &str) -> PathBuf {
 }
 
 fn spec(skill: &str) -> TaskSpec {
-    TaskSpec {
-        description: "persisted".into(),
-        required: vec![SkillRequirement {
-            name: skill.into(),
-            min_level: Level::Novice,
-            count: 1,
-        }],
-        priority: Priority::Normal,
-        deadline_ms: Some(120_000),
-        max_group_size: None,
-        depends_on: Vec::new(),
-        payload: Vec::new(),
-        consensus: false,
-    }
+    one_part("persisted", skill)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::{
 };
 
 use libp2p::Multiaddr;
-use starling_protocol::{AgentConfig, Keypair, Level, Skill};
+use starling_protocol::{AgentConfig, Keypair, Level, Priority, Skill, SkillRequirement, TaskSpec};
 use tokio::sync::broadcast;
 
 use crate::{Handle, NodeConfig, NodeEvent, SyntheticHandler, spawn};
@@ -33,6 +33,24 @@ pub(crate) fn config(seed: u8, skills: &[(&str, Level)], bootstrap: &[Multiaddr]
     c.discovery_interval = Duration::from_secs(2);
     c.rng_seed = u64::from(seed);
     c
+}
+
+/// A task of one part, `skill` at any level, with a two-minute deadline.
+pub(crate) fn one_part(description: &str, skill: &str) -> TaskSpec {
+    TaskSpec {
+        description: description.into(),
+        required: vec![SkillRequirement {
+            name: skill.into(),
+            min_level: Level::Novice,
+            count: 1,
+        }],
+        priority: Priority::Normal,
+        deadline_ms: Some(120_000),
+        max_group_size: None,
+        depends_on: Vec::new(),
+        payload: Vec::new(),
+        consensus: false,
+    }
 }
 
 pub(crate) async fn start(seed: u8, skills: &[(&str, Level)], bootstrap: &[Multiaddr]) -> Handle {
