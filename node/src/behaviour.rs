@@ -120,7 +120,7 @@ impl StarlingBehaviour {
             .max_transmit_size(MAX_MESSAGE_BYTES)
             .heartbeat_interval(config.gossip_heartbeat)
             .mesh_n(config.mesh_n)
-            .mesh_n_low(config.mesh_n.saturating_sub(1).max(1))
+            .mesh_n_low(config.mesh_n_low())
             .mesh_n_high(config.mesh_n * 2)
             .mesh_outbound_min(1.min(config.mesh_n / 2))
             .gossip_lazy(config.mesh_n)
@@ -168,9 +168,10 @@ impl StarlingBehaviour {
             .set_replication_interval(Some(RECORD_TTL / 2))
             .set_provider_record_ttl(Some(RECORD_TTL))
             .set_provider_publication_interval(Some(RECORD_TTL / 2))
-            // Bootstrap at start (the node asks) and then rarely: a bootstrap walks
-            // the whole key space and dials the peers it meets.
-            .set_periodic_bootstrap_interval(Some(Duration::from_secs(30 * 60)));
+            // The node walks its own id to join and refreshes the table itself,
+            // rarely (see `discovery`): a bootstrap walks the whole key space and
+            // dials the peers it meets.
+            .set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));

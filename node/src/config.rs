@@ -31,12 +31,11 @@ pub struct NodeConfig {
     /// Default 256. What a node keeps in steady state is far less: see
     /// `idle_connection_timeout`.
     pub max_connections: u32,
-    /// A connection nothing needs (no gossip mesh, no open group, no direct traffic
-    /// either way) is closed after this long. Default 60 s: far above a group's
-    /// heartbeat interval, so live groups keep their links, and long enough that the
-    /// connections a joining mesh opens for its DHT lookups serve the next lookups
-    /// instead of being closed and dialled again (measured here: at 10 s a
-    /// 100-agent mesh spent its first 40 s redialling); a lookup or a single message
+    /// A connection nothing else needs (no gossip mesh, no open group) is closed
+    /// once it has carried no direct traffic either way for this long since it
+    /// opened. Default 60 s: far above a group's heartbeat interval, so live
+    /// groups keep their links, and long enough that an agent's next task with
+    /// the same peers finds the connection open; a lookup or a single message
     /// still never becomes a lasting connection.
     pub idle_connection_timeout: Duration,
     /// Connections kept at least, whatever else needs them, so that a node with no
@@ -102,6 +101,11 @@ impl NodeConfig {
             rng_seed: 0,
             link_faults: None,
         }
+    }
+
+    /// The fewest peers a skill topic's gossip mesh keeps before it grafts more.
+    pub fn mesh_n_low(&self) -> usize {
+        self.mesh_n.saturating_sub(1).max(1)
     }
 
     /// Checks every field; run before anything starts.

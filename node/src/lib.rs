@@ -39,7 +39,9 @@ pub use config::NodeConfig;
 pub use error::{NodeError, Result};
 pub use faults::LinkFaults;
 pub use handler::{PartFuture, PartOutcome, ProgressSink, SyntheticHandler, TaskHandler};
-pub use node::{FinishedTask, GroupInfo, Handle, NodeEvent, PeerInfo, TaskInfo, spawn};
+pub use node::{
+    FinishedTask, GroupInfo, Handle, MeshStatus, NodeEvent, PeerInfo, TaskInfo, TopicStatus, spawn,
+};
 
 #[cfg(test)]
 mod tests;

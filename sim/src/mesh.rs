@@ -59,6 +59,8 @@ pub struct Mesh {
     lagged: Arc<AtomicU64>,
     /// Where the agents' data directories are; `None` once removed.
     data_root: Option<PathBuf>,
+    /// The fewest peers the agents' topic meshes keep (their `mesh_n_low`).
+    mesh_low: usize,
 }
 
 /// Keeps only the events the report uses, so the collector keeps up.
@@ -132,6 +134,7 @@ impl Mesh {
             transport: opts.transport,
             lagged: Arc::new(AtomicU64::new(0)),
             data_root: Some(data_root),
+            mesh_low: 1,
         };
         let mut addrs: Vec<Multiaddr> = Vec::new();
         for (i, plan) in workload.agents.iter().enumerate() {
@@ -148,6 +151,7 @@ impl Mesh {
                 agent.max_concurrent_tasks = capacity;
             }
             let mut config = NodeConfig::new(keypair, agent);
+            mesh.mesh_low = config.mesh_n_low();
             config.listen = vec![listen_addr(opts.transport)?];
             if !addrs.is_empty() {
                 // Like a real host: one known address to join through.
@@ -245,24 +249,38 @@ impl Mesh {
             .collect()
     }
 
-    /// Waits until every live agent has at least `min_peers` connections (or the
-    /// limit passes); returns whether they all did.
-    pub async fn wait_connected(&self, min_peers: usize, limit: Duration) -> bool {
+    /// Waits until every live agent has joined the DHT and has a gossip mesh in each
+    /// of its skill topics: its `mesh_n_low` peers, or every other live holder of
+    /// the skill if there are fewer (or until the limit passes); returns whether
+    /// they all did.
+    pub async fn wait_settled(&self, workload: &Workload, limit: Duration) -> bool {
+        let min_mesh = self.mesh_low;
         let deadline = Instant::now() + limit;
+        let live = self.live();
+        let holders = |skill: &str| {
+            live.iter()
+                .filter(|(i, _)| workload.agents[*i].skills.iter().any(|s| s.name == skill))
+                .count()
+        };
+        let mut waiting = live.clone();
         loop {
-            let mut all = true;
-            for (_, h) in self.live() {
-                if h.peers().await.map_or(0, |p| p.len()) < min_peers {
-                    all = false;
-                    break;
+            let mut still = Vec::new();
+            for (i, h) in waiting {
+                let settled = h.status().await.is_ok_and(|s| {
+                    s.settled(min_mesh, |skill| Some(holders(skill).saturating_sub(1)))
+                });
+                if !settled {
+                    still.push((i, h));
                 }
             }
-            if all {
+            if still.is_empty() {
                 return true;
             }
             if Instant::now() >= deadline {
+                debug!(waiting = still.len(), "agents not settled in time");
                 return false;
             }
+            waiting = still;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -172,18 +172,17 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     })
     .await?;
     pb.set_message("connecting");
-    let min_peers = 3.min(nodes - 1);
+    // A mesh is up when every agent has joined the DHT and has its skill
+    // topics' gossip meshes (mesh_n_low peers each, or every other holder).
     // Joining is sequential work for the DHT: allow more time for bigger meshes.
     let limit = Duration::from_secs(120) + Duration::from_millis(300) * nodes as u32;
-    if !mesh.wait_connected(min_peers, limit).await {
+    if !mesh.wait_settled(&workload, limit).await {
         pb.abandon();
         return Err(SimError::Mesh(format!(
-            "not every agent reached {min_peers} peers within {} s",
+            "not every agent joined with its topic meshes within {} s",
             limit.as_secs()
         )));
     }
-    // Three gossip heartbeats, so every skill topic has its mesh.
-    tokio::time::sleep(GOSSIP_SETTLING).await;
     pb.finish_and_clear();
     let startup_s = startup.elapsed().as_secs_f64();
     let heap_per_agent_kib = match (heap0, resources::heap_bytes()) {

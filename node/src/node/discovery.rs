@@ -40,6 +40,8 @@ const DIRECT_ANNOUNCE_LIMIT: usize = 16;
 const CARD_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// The longest wait between provider lookups for a skill whose topic stays thin.
 const LOOKUP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often the node refreshes its whole routing table (Kademlia's bootstrap).
+const BOOTSTRAP_EVERY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// What of a card matters to those who read it: skills and levels, success rates
 /// to a tenth, and whether the agent has a free slot. Other changes (a few more
@@ -71,18 +73,54 @@ impl CardDigest {
 /// Discovery's memory between runs.
 #[derive(Debug, Default)]
 pub(super) struct Lookups {
+    /// The join walk (a lookup of our own id) while it runs.
+    join: Option<kad::QueryId>,
+    /// Whether the join walk is over: records go out only then, to the peers that
+    /// are closest to their keys in the table it filled.
+    joined: bool,
+    /// The node's own routing-table refresh, while it runs, and when it last began.
+    bootstrap: Option<kad::QueryId>,
+    /// When the last refresh began (the join walk counts as one).
+    bootstrapped_at: Option<Instant>,
     /// The card last published, and when.
     card: Option<(CardDigest, Instant)>,
     /// Routing-table entries when the records were last published.
     routed_at_publish: Option<usize>,
+    /// Routing-table entries at the last round, and whether a round has seen
+    /// the table unchanged since the one before (the mesh around us settled).
+    routed_last_round: Option<usize>,
+    settled: bool,
     /// Per skill with a thin topic: when the next lookup may run, and the wait after it.
     backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
 }
 
+impl Lookups {
+    /// Whether the join walk is over.
+    pub(super) fn joined(&self) -> bool {
+        self.joined
+    }
+}
+
 impl NodeActor {
     pub(super) fn on_kad(&mut self, event: kad::Event) {
+        self.cut_automatic_bootstraps();
         match event {
             kad::Event::InboundRequest { request } => self.on_inbound_record(request),
+            kad::Event::RoutingUpdated {
+                is_new_peer: true, ..
+            } => self.publish_if_grown(),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::PutRecord(_) | kad::QueryResult::GetClosestPeers(_),
+                step,
+                ..
+            } if step.last && self.lookups.join == Some(id) => self.on_joined(),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::Bootstrap(_),
+                step,
+                ..
+            } if step.last && self.lookups.bootstrap == Some(id) => self.lookups.bootstrap = None,
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => match result {
@@ -264,69 +302,154 @@ impl NodeActor {
         self.queries.cards.insert(id, (agent, Some(reply)));
     }
 
-    /// Publishes this agent's signed card, provides its skills and looks for other
-    /// providers of them. Runs at start, when the routing table first fills, and every
-    /// discovery interval — but does only what is due, so an idle mesh stays quiet:
-    /// card and provider records go out on the 1st run and again once the routing
-    /// table has grown (the DHT's closest nodes change while a mesh forms around a
-    /// newcomer), and the card again whenever it changes materially (see
-    /// [`CardDigest`]); Kademlia
-    /// republishes them at half their lifetime otherwise. Providers of a skill are
-    /// looked up only while too few connected agents subscribe to its topic, and then
-    /// with a backoff that doubles while lookups find nobody new.
+    /// The periodic round of discovery; it does only what is due, so an idle mesh
+    /// stays quiet. The first round (as soon as the routing table has an entry)
+    /// starts the join walk, a lookup of our own id: it fills the buckets near us
+    /// and makes us known there. When it ends, the card and provider records go
+    /// out and thin skill topics are looked up (see [`NodeActor::on_joined`]).
+    /// After that a round republishes the records once when the mesh around us
+    /// has settled (if it grew since), and the card when it changed materially
+    /// (see [`CardDigest`]) — Kademlia republishes records at half their lifetime
+    /// otherwise — and looks up providers of a skill only while too few connected
+    /// agents subscribe to its topic, with a backoff that doubles while lookups
+    /// find nobody new.
     pub(super) fn discover(&mut self) {
         if !self.discovered_with_peers {
             return;
         }
         self.discovery_runs += 1;
-        let runs = self.discovery_runs;
+        if self.discovery_runs == 1 {
+            // Publishing the card is the join walk: it fills the table and makes
+            // us known along the way; the provider records go out once it has
+            // (they start from a table that knows more than the way in). If it
+            // cannot even start, the walk is a lookup of our own id.
+            self.lookups.join = self.publish_card().or_else(|| {
+                let me = *self.swarm.local_peer_id();
+                Some(self.swarm.behaviour_mut().kad.get_closest_peers(me))
+            });
+        }
+        if !self.lookups.joined {
+            return;
+        }
         let now = Instant::now();
+        // The first refresh comes a period after the join walk, which did its work.
+        let due = self
+            .lookups
+            .bootstrapped_at
+            .is_some_and(|at| now.duration_since(at) >= BOOTSTRAP_EVERY);
+        if due && self.lookups.bootstrap.is_none() {
+            self.lookups.bootstrapped_at = Some(now);
+            self.lookups.bootstrap = self.swarm.behaviour_mut().kad.bootstrap().ok();
+        }
         let digest = CardDigest::of(&self.agent);
         let changed =
             self.lookups.card.as_ref().is_some_and(|(d, at)| {
                 *d != digest && now.duration_since(*at) >= CARD_MIN_INTERVAL
             });
-        // Records go out at the first run, and again once the routing table has
-        // grown fourfold or filled a bucket's worth, if it was small then: the peers
-        // closest to a key change as a mesh forms around a newcomer, and records
-        // stored with the first few would not be found. A settled mesh adds nothing.
-        let routed: usize = self
-            .swarm
+        // Once the table stops changing from one round to the next, the records go
+        // out once more if it grew since they last did: agents that joined after
+        // us may now be the closest to our keys.
+        let routed = self.routed();
+        let steady = self.lookups.routed_last_round == Some(routed);
+        self.lookups.routed_last_round = Some(routed);
+        let grown = self.lookups.routed_at_publish.is_some_and(|at| routed > at);
+        if steady && !self.lookups.settled {
+            self.lookups.settled = true;
+            if grown {
+                self.publish_records();
+            }
+        } else if changed {
+            self.publish_card();
+        }
+        self.seek_thin_meshes(false);
+        self.save_reputation();
+    }
+
+    /// Kademlia starts a bootstrap of its own whenever a peer enters a table of
+    /// fewer than 20 entries (and cannot be told not to): at a join that is a walk
+    /// of our own id and of a random key in every farther bucket, again and again
+    /// while the table fills — most of a join's lookups, and each contact a fresh
+    /// connection. The join walk has done that work, and the node refreshes its
+    /// table itself every [`BOOTSTRAP_EVERY`]: any other bootstrap is cut short
+    /// as soon as it is seen.
+    fn cut_automatic_bootstraps(&mut self) {
+        let ours = self.lookups.bootstrap;
+        for mut q in self.swarm.behaviour_mut().kad.iter_queries_mut() {
+            if matches!(q.info(), kad::QueryInfo::Bootstrap { .. }) && Some(q.id()) != ours {
+                q.finish();
+            }
+        }
+    }
+
+    /// The join walk is over: publish, and look up the skills nobody connected
+    /// subscribes to.
+    fn on_joined(&mut self) {
+        self.lookups.join = None;
+        self.lookups.joined = true;
+        self.lookups.bootstrapped_at = Some(Instant::now());
+        self.provide_skills();
+        self.seek_thin_meshes(true);
+    }
+
+    /// Publishes again whenever the routing table has doubled since the last
+    /// publication: the peers closest to a key change as the mesh grows around an
+    /// early member, and records it stored with its first neighbours would not be
+    /// found where later lookups go. A table grows with the logarithm of the mesh,
+    /// so the first members of a mesh of N publish about log₂ of their table's
+    /// final size times, later ones once or twice — and a settled mesh, whose
+    /// tables stop growing, publishes nothing.
+    fn publish_if_grown(&mut self) {
+        let Some(at) = self.lookups.routed_at_publish else {
+            return;
+        };
+        if self.routed() >= 2 * at.max(1) {
+            self.publish_records();
+        }
+    }
+
+    /// Routing-table entries.
+    fn routed(&mut self) -> usize {
+        self.swarm
             .behaviour_mut()
             .kad
             .kbuckets()
             .map(|b| b.num_entries())
-            .sum();
-        let grown = self.lookups.routed_at_publish.is_some_and(|at| {
-            at < kad::K_VALUE.get() && routed >= (4 * at.max(1)).min(kad::K_VALUE.get())
-        });
-        // And once more at the fourth run if the table has grown at all by then: a
-        // newcomer to a large mesh knows little more than its way in at the first.
-        let later = runs == 4 && self.lookups.routed_at_publish.is_some_and(|at| routed > at);
-        let publish = runs == 1 || grown || later;
-        if publish {
-            self.lookups.routed_at_publish = Some(routed);
-        }
-        if publish || changed {
-            self.publish_card();
-            self.lookups.card = Some((digest, now));
-        }
+            .sum()
+    }
+
+    /// The card, and a provider record per skill.
+    fn publish_records(&mut self) {
+        self.publish_card();
+        self.provide_skills();
+    }
+
+    /// A provider record per skill.
+    fn provide_skills(&mut self) {
+        self.lookups.routed_at_publish = Some(self.routed());
         let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
-        let low = self.config.mesh_n.saturating_sub(1).max(1);
         for skill in skills {
-            if publish
-                && let Err(e) = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .start_providing(skill_key(&skill))
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .start_providing(skill_key(&skill))
             {
                 debug!(error = %e, "cannot provide");
             }
+        }
+    }
+
+    /// Looks up providers of each skill whose topic has too few connected
+    /// subscribers (gossipsub grafts from those itself). Right after the join the
+    /// peers met on the walk may not all have told us their subscriptions yet:
+    /// then only a skill nobody connected has is looked up.
+    fn seek_thin_meshes(&mut self, just_joined: bool) {
+        let now = Instant::now();
+        let low = self.config.mesh_n_low();
+        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
+        for skill in skills {
             let topic = libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill));
             let hash = topic.hash();
-            // Connected subscribers, meshed or not: gossipsub grafts from these
-            // itself, so a lookup is needed only when there are too few of them.
             let known = self
                 .swarm
                 .behaviour()
@@ -334,9 +457,7 @@ impl NodeActor {
                 .all_peers()
                 .filter(|(_, ts)| ts.contains(&&hash))
                 .count();
-            // At the first run the peers met while joining have not all told us
-            // their subscriptions yet: look up only a skill nobody connected has.
-            if known >= low || (runs == 1 && known > 0) {
+            if known >= low || (just_joined && known > 0) {
                 self.lookups.backoff.remove(&skill);
                 continue;
             }
@@ -354,17 +475,10 @@ impl NodeActor {
             let wait = (wait * 2).min(LOOKUP_BACKOFF_MAX);
             self.lookups.backoff.insert(skill, (now + wait, wait));
         }
-        if runs == 1 {
-            // Joining is a lookup of our own id (it fills the buckets near us and
-            // makes us known there); Kademlia's full bootstrap also walks a random
-            // key in every bucket, a dozen lookups more, and runs every 30 min.
-            let me = *self.swarm.local_peer_id();
-            self.swarm.behaviour_mut().kad.get_closest_peers(me);
-        }
-        self.save_reputation();
     }
 
-    fn publish_card(&mut self) {
+    fn publish_card(&mut self) -> Option<kad::QueryId> {
+        self.lookups.card = Some((CardDigest::of(&self.agent), Instant::now()));
         let card = AgentCard {
             id: self.me,
             skills: self.agent.skills().cloned().collect(),
@@ -377,16 +491,18 @@ impl NodeActor {
             Ok(signed) => {
                 let key = kad::RecordKey::new(&SignedCard::dht_key(&self.me));
                 let record = kad::Record::new(key, signed.as_bytes().to_vec());
-                if let Err(e) = self
+                match self
                     .swarm
                     .behaviour_mut()
                     .kad
                     .put_record(record, kad::Quorum::One)
                 {
-                    debug!(error = %e, "cannot publish the card");
+                    Ok(id) => return Some(id),
+                    Err(e) => debug!(error = %e, "cannot publish the card"),
                 }
             }
             Err(e) => debug!(error = %e, "cannot sign the card"),
         }
+        None
     }
 }

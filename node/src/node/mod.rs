@@ -7,6 +7,7 @@ mod direct;
 mod discovery;
 mod links;
 mod persist;
+mod status;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -31,6 +32,7 @@ use tokio::{
 };
 use tracing::{Instrument, debug, info, trace, warn};
 
+pub use self::status::{MeshStatus, TopicStatus};
 use self::{direct::PendingSend, persist::Persister};
 use crate::{
     NodeConfig, NodeError, Result,
@@ -164,6 +166,9 @@ enum NodeCommand {
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
     },
+    Status {
+        reply: oneshot::Sender<MeshStatus>,
+    },
     Groups {
         reply: oneshot::Sender<Vec<GroupInfo>>,
     },
@@ -263,6 +268,11 @@ impl Handle {
     /// An agent's signed card from the DHT (verified), if it published one.
     pub async fn card(&self, agent: AgentId) -> Result<Option<starling_protocol::AgentCard>> {
         self.call(|reply| NodeCommand::Card { agent, reply }).await
+    }
+
+    /// Whether this node has joined, and its skill topics' meshes.
+    pub async fn status(&self) -> Result<MeshStatus> {
+        self.call(|reply| NodeCommand::Status { reply }).await
     }
 
     /// The groups this node holds documents of.
@@ -422,7 +432,7 @@ pub async fn spawn(
         listen_addrs: listen_addrs.clone(),
         discovered_with_peers: false,
         discovery_runs: 0,
-        connections: Default::default(),
+        connections: connections::Connections::new(config.idle_connection_timeout),
         lookups: Default::default(),
         unsent: Vec::new(),
         config,
@@ -491,7 +501,7 @@ impl NodeActor {
         let initial = std::mem::take(&mut self.initial);
         self.carry(initial);
         let mut discovery = tokio::time::interval(self.config.discovery_interval);
-        let mut sweep = tokio::time::interval(self.config.idle_connection_timeout / 4);
+        let mut sweep = tokio::time::interval(self.connections.sweep_every());
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.next_wake();
@@ -812,6 +822,9 @@ impl NodeActor {
                     })
                     .collect();
                 let _ = reply.send(peers);
+            }
+            NodeCommand::Status { reply } => {
+                let _ = reply.send(self.mesh_status());
             }
             NodeCommand::Groups { reply } => {
                 let groups = self

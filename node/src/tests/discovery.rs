@@ -222,3 +222,79 @@ async fn candidates_gossip_cannot_reach_are_found_in_the_dht_and_contacted_direc
     assert_eq!(Some(received.task_id), task);
     assert!(received.round >= 1, "sent after gossip found nobody");
 }
+
+/// FIND_NODE requests a node served, from its metrics.
+fn find_node_served(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("libp2p_kad_inbound_requests_total{") && l.contains("FindNode"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_is_one_walk_and_a_few_publications_not_repeated_bootstraps() {
+    // Twenty nodes, each through one earlier node. A join is the card's walk and
+    // one provider publication per skill, about a dozen requests each here;
+    // Kademlia's automatic bootstraps (a walk per bucket, again while the table
+    // is short of twenty) would be ten times that.
+    const NODES: usize = 20;
+    const PER_JOIN: u64 = 60;
+    let skills = ["a", "b", "c"];
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let boot: Vec<_> = nodes
+            .get(i.saturating_sub(1) / 2)
+            .map(|h: &crate::Handle| h.listen_addrs()[0].clone())
+            .into_iter()
+            .collect();
+        nodes.push(start(150 + i as u8, &[(skills[i % 3], Level::Advanced)], &boot).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (i, node) in nodes.iter().enumerate() {
+        while !node.status().await.unwrap().joined {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} never joined"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Let anything still due run (a bootstrap fires 500 ms after a table change).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let served: u64 = nodes
+        .iter()
+        .map(|n| find_node_served(&n.metrics_text()))
+        .sum();
+    assert!(
+        served <= PER_JOIN * NODES as u64,
+        "{served} FIND_NODE requests for {NODES} joins (bound {})",
+        PER_JOIN * NODES as u64
+    );
+    // Every node still finds every holder of a skill: the walk was enough.
+    let want: BTreeSet<AgentId> = (0..NODES)
+        .filter(|i| i % 3 == 1)
+        .map(|i| nodes[i].id())
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        loop {
+            let found: BTreeSet<AgentId> = node
+                .find_providers("b")
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            if want.is_subset(&found) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline + Duration::from_secs(30),
+                "node {i} found {} of {} holders of b",
+                found.len(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Where a node stands in the mesh: whether it has joined the DHT, and how its skill
+//! topics' meshes look. What a launcher waits on before it calls a mesh up.
+
+use std::collections::HashSet;
+
+use libp2p::gossipsub::IdentTopic;
+
+use super::NodeActor;
+
+/// A node's standing in the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshStatus {
+    /// The join walk is over and the node's records are out.
+    pub joined: bool,
+    /// Peers connected now.
+    pub connections: usize,
+    /// One entry per skill of this agent.
+    pub topics: Vec<TopicStatus>,
+}
+
+/// One skill topic as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStatus {
+    /// The skill.
+    pub skill: String,
+    /// Peers in this node's gossip mesh of the topic.
+    pub mesh_peers: usize,
+    /// Connected peers that subscribe to the topic, meshed or not.
+    pub subscribers: usize,
+}
+
+impl MeshStatus {
+    /// Joined, and every skill topic has at least `min_mesh` mesh peers — or, for
+    /// a skill, the `others` that hold it if they are fewer (`others` gives how
+    /// many other agents hold each skill, where the caller knows).
+    pub fn settled(&self, min_mesh: usize, others: impl Fn(&str) -> Option<usize>) -> bool {
+        self.joined
+            && self.topics.iter().all(|t| {
+                let want = others(&t.skill).map_or(min_mesh, |n| n.min(min_mesh));
+                t.mesh_peers >= want
+            })
+    }
+}
+
+impl NodeActor {
+    pub(super) fn mesh_status(&self) -> MeshStatus {
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let topics = self
+            .agent
+            .skills()
+            .map(|s| {
+                let hash = IdentTopic::new(starling_protocol::skill_topic(&s.name)).hash();
+                let meshed: HashSet<_> = gossip.mesh_peers(&hash).collect();
+                let subscribers = gossip
+                    .all_peers()
+                    .filter(|(_, ts)| ts.contains(&&hash))
+                    .count();
+                TopicStatus {
+                    skill: s.name.clone(),
+                    mesh_peers: meshed.len(),
+                    subscribers,
+                }
+            })
+            .collect();
+        MeshStatus {
+            joined: self.lookups.joined(),
+            connections: self.swarm.connected_peers().count(),
+            topics,
+        }
+    }
+}
