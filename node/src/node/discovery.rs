@@ -86,10 +86,6 @@ pub(super) struct Lookups {
     card: Option<(CardDigest, Instant)>,
     /// Routing-table entries when the records were last published.
     routed_at_publish: Option<usize>,
-    /// Routing-table entries at the last round, and whether a round has seen
-    /// the table unchanged since the one before (the mesh around us settled).
-    routed_last_round: Option<usize>,
-    settled: bool,
     /// Per skill with a thin topic: when the next lookup may run, and the wait after it.
     backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
 }
@@ -307,8 +303,7 @@ impl NodeActor {
     /// starts the join walk, a lookup of our own id: it fills the buckets near us
     /// and makes us known there. When it ends, the card and provider records go
     /// out and thin skill topics are looked up (see [`NodeActor::on_joined`]).
-    /// After that a round republishes the records once when the mesh around us
-    /// has settled (if it grew since), and the card when it changed materially
+    /// After that a round republishes the card when it changed materially
     /// (see [`CardDigest`]) — Kademlia republishes records at half their lifetime
     /// otherwise — and looks up providers of a skill only while too few connected
     /// agents subscribe to its topic, with a backoff that doubles while lookups
@@ -346,19 +341,7 @@ impl NodeActor {
             self.lookups.card.as_ref().is_some_and(|(d, at)| {
                 *d != digest && now.duration_since(*at) >= CARD_MIN_INTERVAL
             });
-        // Once the table stops changing from one round to the next, the records go
-        // out once more if it grew since they last did: agents that joined after
-        // us may now be the closest to our keys.
-        let routed = self.routed();
-        let steady = self.lookups.routed_last_round == Some(routed);
-        self.lookups.routed_last_round = Some(routed);
-        let grown = self.lookups.routed_at_publish.is_some_and(|at| routed > at);
-        if steady && !self.lookups.settled {
-            self.lookups.settled = true;
-            if grown {
-                self.publish_records();
-            }
-        } else if changed {
+        if changed {
             self.publish_card();
         }
         self.seek_thin_meshes(false);
