@@ -16,8 +16,9 @@ fn skill(i: usize) -> String {
     format!("d{}", i % SKILLS)
 }
 
-/// Discovery refreshes every few seconds here: provider records published before a
-/// node knew much of the network are published again where they belong.
+/// Discovery rounds run every few seconds here: thin skill topics are looked up
+/// sooner. (Records published before a node knew much of the network go out again
+/// as its routing table doubles.)
 fn discovering(mut c: starling::node::NodeConfig) -> starling::node::NodeConfig {
     c.discovery_interval = Duration::from_secs(5);
     c

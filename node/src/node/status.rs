@@ -1,8 +1,6 @@
 //! Where a node stands in the mesh: whether it has joined the DHT, and how its skill
 //! topics' meshes look. What a launcher waits on before it calls a mesh up.
 
-use std::collections::HashSet;
-
 use libp2p::gossipsub::IdentTopic;
 
 use super::NodeActor;
@@ -50,14 +48,13 @@ impl NodeActor {
             .skills()
             .map(|s| {
                 let hash = IdentTopic::new(starling_protocol::skill_topic(&s.name)).hash();
-                let meshed: HashSet<_> = gossip.mesh_peers(&hash).collect();
                 let subscribers = gossip
                     .all_peers()
                     .filter(|(_, ts)| ts.contains(&&hash))
                     .count();
                 TopicStatus {
                     skill: s.name.clone(),
-                    mesh_peers: meshed.len(),
+                    mesh_peers: gossip.mesh_peers(&hash).count(),
                     subscribers,
                 }
             })
