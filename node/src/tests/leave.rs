@@ -19,6 +19,9 @@ async fn a_member_that_shuts_down_leaves_and_is_replaced() {
     let (standby, _) = spawn(config(32, &[("slow", Level::Novice)], &boot), slow(32))
         .await
         .unwrap();
+    // Both candidates must be heard when the task goes out, or the standby may
+    // be the only offer in the window.
+    wait_meshed(&[&best, &standby], 1).await;
     let mut hub_events = hub.events();
     let mut best_events = best.events();
     let spec = TaskSpec {

@@ -66,6 +66,25 @@ pub(crate) async fn start_with(config: NodeConfig) -> Handle {
     spawn(config, handler).await.unwrap().0
 }
 
+/// Waits (generously) until every node has joined and has at least `subscribers`
+/// connected subscribers in each of its skill topics.
+pub(crate) async fn wait_meshed(nodes: &[&Handle], subscribers: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for node in nodes {
+        loop {
+            let status = node.status().await.unwrap();
+            if status.joined && status.topics.iter().all(|t| t.subscribers >= subscribers) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a node never meshed: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Waits (generously) for an event matching `pred`.
 pub(crate) async fn wait_for(
     rx: &mut broadcast::Receiver<NodeEvent>,
