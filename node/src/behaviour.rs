@@ -11,6 +11,7 @@ use starling_protocol::codec::MAX_MESSAGE_BYTES;
 use crate::{
     NodeConfig, NodeError, Result,
     codec::{DirectCodec, DirectFrame},
+    keepalive::{Pins, QuietGossip},
 };
 
 /// Topic prefix every Starling topic starts with.
@@ -88,8 +89,9 @@ pub struct StarlingBehaviour {
     /// at the gossipsub layer (`MessageAuthenticity::Anonymous`): the envelope inside is
     /// signed, and the node verifies it once and reports Accept/Reject/Ignore, so an
     /// invalid message is never forwarded and duplicates are dropped before any
-    /// signature check. Message ids are the SHA-256 of the envelope bytes.
-    pub gossipsub: Gossipsub,
+    /// signature check. Message ids are the SHA-256 of the envelope bytes. Its
+    /// streams do not keep a connection open; its meshes do (see `keepalive`).
+    pub gossipsub: QuietGossip,
     /// Routing and discovery: agents provide `/starling/skill/<name>` and store their
     /// signed card under `/starling/agent/<peer id>`. Server mode; inbound records are
     /// validated by the node before they are stored (`StoreInserts::FilterBoth`).
@@ -100,6 +102,9 @@ pub struct StarlingBehaviour {
     pub ping: ping::Behaviour,
     /// Direct envelopes: offers, invitations, acceptances, updates, CRDT sync.
     pub direct: request_response::Behaviour<DirectCodec>,
+    /// The connections the node chose to keep (groups, spare subscribers, routing
+    /// peers); every other connection closes once idle (see `keepalive`).
+    pub pins: Pins,
 }
 
 /// Gossipsub message id: SHA-256 of the data (stable across implementations and
@@ -199,7 +204,7 @@ impl StarlingBehaviour {
                 .with_max_pending_incoming(Some(config.max_connections / 2 + 1)),
         );
         Ok(StarlingBehaviour {
-            gossipsub,
+            gossipsub: QuietGossip(gossipsub),
             kad,
             identify,
             // Liveness of group members is the protocol's heartbeats' job; ping only
@@ -208,6 +213,7 @@ impl StarlingBehaviour {
             direct,
             limits,
             blocked: Default::default(),
+            pins: Pins::default(),
         })
     }
 }

@@ -31,12 +31,12 @@ pub struct NodeConfig {
     /// Default 256. What a node keeps in steady state is far less: see
     /// `idle_connection_timeout`.
     pub max_connections: u32,
-    /// A connection nothing else needs (no gossip mesh, no open group) is closed
-    /// once it has carried no direct traffic either way for this long since it
-    /// opened. Default 60 s: far above a group's heartbeat interval, so live
-    /// groups keep their links, and long enough that an agent's next task with
-    /// the same peers finds the connection open; a lookup or a single message
-    /// still never becomes a lasting connection.
+    /// A connection nothing pins (no gossip mesh, no open group, not a spare or
+    /// routing peer) closes once no stream has been open on it for this long: a
+    /// Kademlia request, a record on its way, a direct message. Default 10 s:
+    /// far above a group's heartbeat interval and an offer–invitation round, so
+    /// no exchange is cut; short enough that a join's lookups or a single message
+    /// never become lasting connections.
     pub idle_connection_timeout: Duration,
     /// Connections kept at least, whatever else needs them, so that a node with no
     /// mesh and no groups still has a way into the mesh. Default 4.
@@ -88,7 +88,7 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(10),
             send_retries: 2,
             max_connections: 256,
-            idle_connection_timeout: Duration::from_secs(60),
+            idle_connection_timeout: Duration::from_secs(10),
             routing_peers: 4,
             mesh_n: 4,
             gossip_heartbeat: Duration::from_millis(700),

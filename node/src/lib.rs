@@ -29,6 +29,7 @@ pub mod error;
 pub mod faults;
 pub mod flood;
 pub mod handler;
+pub mod keepalive;
 pub mod metrics;
 pub mod node;
 pub mod penalty;

@@ -113,7 +113,7 @@ impl Metrics {
         let idle_closed = Counter::default();
         sub.register(
             "connections_closed_idle",
-            "Connections this node closed because nothing needed them",
+            "Connections closed because nothing used or pinned them for the idle timeout",
             idle_closed.clone(),
         );
         Metrics {

@@ -1,23 +1,20 @@
 //! The connection economy: connections are a budget, not a side effect.
 //!
-//! gossipsub keeps a long-lived stream open on every connection, so a connection
-//! never goes idle in libp2p's sense and `idle_connection_timeout` never closes it
-//! (rust-libp2p #5190). Left alone, every peer an agent ever dialled — for a
-//! Kademlia lookup, a provider, one direct message — stays connected, and polling
-//! those connections costs CPU and memory for nothing. So the node decides itself.
-//!
-//! Every sweep keeps:
+//! A connection stays open while something uses it: a Kademlia request or record
+//! on its way, a direct message in flight, identify — and then for the idle timeout
+//! (`NodeConfig::idle_connection_timeout`). gossipsub's streams do not count, and
+//! gossipsub keeps its mesh peers' connections itself (see `keepalive`). Beyond
+//! that, every sweep pins:
 //! - the gossip mesh peers of this agent's skill topics, and a couple of spare
 //!   subscribers per topic (so a mesh can heal without a lookup);
 //! - the peers of every open group (coordinator and members);
-//! - peers with a direct request in flight, and peers with direct traffic either
-//!   way within the idle timeout;
+//! - peers with a direct request in flight;
 //! - a few routing peers, so a node never cuts itself off from the mesh — chosen
 //!   first among subscribers of topics it published to lately without subscribing,
 //!   so that its next announcement there has somewhere to go.
 //!
-//! Everything else is closed once it has been idle for the idle timeout: a lookup
-//! or a single message never turns into a lasting connection.
+//! Everything else closes once idle: a lookup or a single message never turns into
+//! a lasting connection.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -26,7 +23,6 @@ use std::{
 
 use libp2p::{PeerId, gossipsub::TopicHash};
 use tokio::time::Instant;
-use tracing::trace;
 
 use super::NodeActor;
 use crate::swarm::peer_id_of;
@@ -40,55 +36,27 @@ const PUBLISHED_FOR: Duration = Duration::from_secs(300);
 /// Topics remembered as published to, at most.
 const PUBLISHED_LIMIT: usize = 64;
 
-/// Per-peer activity, and topics published to lately.
+/// Topics published to lately, and how often to sweep.
 #[derive(Debug)]
 pub(super) struct Connections {
-    /// Until when each connected peer is kept whatever else holds: the idle
-    /// timeout after it connected or last carried direct traffic.
-    keep_until: HashMap<PeerId, Instant>,
     /// Topics this agent published to, and when last.
     published: HashMap<String, Instant>,
-    /// The idle timeout of a connection that carried direct traffic.
+    /// The idle timeout of a connection nothing pins.
     idle: Duration,
 }
 
 impl Connections {
     pub(super) fn new(idle: Duration) -> Connections {
         Connections {
-            keep_until: HashMap::new(),
             published: HashMap::new(),
             idle,
         }
     }
 
-    /// How often to sweep: a connection outlives its idle timeout by a quarter
-    /// of it at most.
+    /// How often to sweep: a peer that became worth keeping (a group opened with
+    /// it) is pinned well before its connection could go idle.
     pub(super) fn sweep_every(&self) -> Duration {
         self.idle / 4
-    }
-
-    /// A peer connected: a fresh connection gets the idle timeout to do what it
-    /// was opened for. Not less: Kademlia's requests cannot be told apart per
-    /// connection, and a provider record is sent without an answer to wait for —
-    /// with a 5 s grace for connections that carried no direct traffic, closing
-    /// under them lost records (a 50-agent mesh found 8 of 10 providers of a
-    /// skill).
-    pub(super) fn connected(&mut self, peer: PeerId, now: Instant) {
-        let until = now + self.idle;
-        let t = self.keep_until.entry(peer).or_insert(until);
-        *t = (*t).max(until);
-    }
-
-    /// The last connection to a peer closed.
-    pub(super) fn disconnected(&mut self, peer: &PeerId) {
-        self.keep_until.remove(peer);
-    }
-
-    /// Direct traffic to or from a peer: kept for the idle timeout from now.
-    pub(super) fn used(&mut self, peer: PeerId, now: Instant) {
-        if let Some(t) = self.keep_until.get_mut(&peer) {
-            *t = (*t).max(now + self.idle);
-        }
     }
 
     /// This agent published on `topic`.
@@ -108,10 +76,6 @@ impl Connections {
             }
         }
         self.published.insert(topic.to_string(), now);
-    }
-
-    fn held(&self, peer: &PeerId, now: Instant) -> bool {
-        self.keep_until.get(peer).is_some_and(|t| now < *t)
     }
 }
 
@@ -216,7 +180,8 @@ fn cover<'a>(
 }
 
 impl NodeActor {
-    /// Closes the connections nothing needs (see the module docs).
+    /// Pins the connections worth keeping (see the module docs); the rest close
+    /// once idle.
     pub(super) fn sweep_connections(&mut self) {
         let now = Instant::now();
         self.connections
@@ -248,12 +213,6 @@ impl NodeActor {
             .filter_map(|a| peer_id_of(a).ok())
             .collect();
         pinned.extend(self.in_flight.keys().copied());
-        pinned.extend(
-            peers
-                .iter()
-                .map(|(p, _)| *p)
-                .filter(|p| self.connections.held(p, now)),
-        );
         tracing::debug!(
             connected = peers.len(),
             mesh = mesh.len(),
@@ -268,18 +227,7 @@ impl NodeActor {
             pinned,
             routing: self.config.routing_peers,
         });
-        let idle_peers: Vec<PeerId> = self
-            .swarm
-            .connected_peers()
-            .filter(|p| !keep.contains(p))
-            .copied()
-            .collect();
-        for peer in idle_peers {
-            trace!(%peer, "closing an idle connection");
-            if self.swarm.disconnect_peer_id(peer).is_ok() {
-                self.metrics.idle_closed.inc();
-            }
-        }
+        self.swarm.behaviour_mut().pins.set(keep);
     }
 }
 

@@ -43,7 +43,6 @@ impl NodeActor {
             return;
         }
         *in_flight += 1;
-        self.connections.used(peer, Instant::now());
         // Not connected: request-response dials, with the addresses the peer
         // reported itself besides what Kademlia knows. After a partition Kademlia
         // may have dropped them (its dials failed); a member cut off from its
@@ -112,7 +111,6 @@ impl NodeActor {
                 } => match request {
                     DirectFrame::Envelope(bytes) => {
                         let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
-                        self.connections.used(peer, Instant::now());
                         self.inbound(links::Inbound::Direct { peer, bytes });
                     }
                     DirectFrame::Refused(reason) => {

@@ -1045,7 +1045,6 @@ impl NodeActor {
                 if self.check_link(peer_id) {
                     return;
                 }
-                self.connections.connected(peer_id, Instant::now());
                 if num_established.get() == 1
                     && let Some(a) = agent_of(&peer_id)
                 {
@@ -1062,10 +1061,15 @@ impl NodeActor {
                 ..
             } => {
                 trace!(%peer_id, ?connection_id, addr = %endpoint.get_remote_address(), cause = ?cause, "connection closed");
+                if matches!(
+                    cause,
+                    Some(libp2p::swarm::ConnectionError::KeepAliveTimeout)
+                ) {
+                    self.metrics.idle_closed.inc();
+                }
                 if num_established > 0 {
                     return;
                 }
-                self.connections.disconnected(&peer_id);
                 if let Some(a) = agent_of(&peer_id) {
                     debug!(peer = %a, "disconnected");
                     self.feed(Input::PeerDown(a));

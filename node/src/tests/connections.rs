@@ -117,3 +117,49 @@ async fn the_connection_a_group_opened_closes_after_the_group_ends() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_peer_stays_connected_past_the_idle_timeout_and_others_do_not() {
+    // Two pairs, each a node and the node it joined through, idle timeout 1 s.
+    // In one pair both sides keep a routing peer: the connection is pinned and
+    // outlives the timeout many times. In the other neither does: it closes.
+    let pair = |seed: u8, routing: usize| async move {
+        let mut cb = config(seed, &[], &[]);
+        cb.idle_connection_timeout = Duration::from_secs(1);
+        cb.routing_peers = routing;
+        let b = start_with(cb).await;
+        let mut ca = config(seed + 1, &[], &[b.listen_addrs()[0].clone()]);
+        ca.idle_connection_timeout = Duration::from_secs(1);
+        ca.routing_peers = routing;
+        let a = start_with(ca).await;
+        (a, b)
+    };
+    let (kept_a, kept_b) = pair(140, 1).await;
+    let (free_a, free_b) = pair(142, 0).await;
+    let connected = |h: &Handle, to| {
+        let h = h.clone();
+        async move { h.peers().await.unwrap().iter().any(|p| p.id == to) }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !connected(&kept_a, kept_b.id()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pinned pair never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The unpinned pair parts once the join is over and a second has passed.
+    while connected(&free_a, free_b.id()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an unpinned connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // By now the pinned pair has been idle far longer than its timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        connected(&kept_a, kept_b.id()).await,
+        "a pinned routing peer's connection closed"
+    );
+}
