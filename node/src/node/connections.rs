@@ -180,6 +180,17 @@ fn cover<'a>(
 }
 
 impl NodeActor {
+    /// Counts a connection that closed because nothing used or pinned it for the
+    /// idle timeout.
+    pub(super) fn count_closed(&self, cause: Option<&libp2p::swarm::ConnectionError>) {
+        if matches!(
+            cause,
+            Some(libp2p::swarm::ConnectionError::KeepAliveTimeout)
+        ) {
+            self.metrics.idle_closed.inc();
+        }
+    }
+
     /// Pins the connections worth keeping (see the module docs); the rest close
     /// once idle.
     pub(super) fn sweep_connections(&mut self) {

@@ -1061,12 +1061,7 @@ impl NodeActor {
                 ..
             } => {
                 trace!(%peer_id, ?connection_id, addr = %endpoint.get_remote_address(), cause = ?cause, "connection closed");
-                if matches!(
-                    cause,
-                    Some(libp2p::swarm::ConnectionError::KeepAliveTimeout)
-                ) {
-                    self.metrics.idle_closed.inc();
-                }
+                self.count_closed(cause.as_ref());
                 if num_established > 0 {
                     return;
                 }
