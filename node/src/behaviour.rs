@@ -220,8 +220,18 @@ impl StarlingBehaviour {
 
 /// Peer scoring with the skill topics listed, so a rejected message costs its
 /// forwarder on that topic.
+///
+/// gossipsub's IP colocation penalty (more than ten peers behind one address score
+/// below zero, and a peer below zero is neither grafted nor accepted into a mesh)
+/// stays on for real addresses, but not for loopback: agents on one host talking
+/// over 127.0.0.1 are one operator's, not a Sybil swarm — and with the penalty a
+/// host running a few dozen agents could never form its meshes.
 pub fn score_params(config: &NodeConfig) -> gossipsub::PeerScoreParams {
     let mut params = gossipsub::PeerScoreParams::default();
+    params.ip_colocation_factor_whitelist.extend([
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ]);
     for skill in &config.agent.skills {
         let topic = gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill.name));
         params.topics.insert(topic.hash(), skill_topic_params());

@@ -251,9 +251,9 @@ impl Mesh {
 
     /// Waits until every live agent has joined the DHT and has a gossip mesh in each
     /// of its skill topics: its `mesh_n_low` peers, or every other live holder of
-    /// the skill if there are fewer (or until the limit passes); returns whether
-    /// they all did.
-    pub async fn wait_settled(&self, workload: &Workload, limit: Duration) -> bool {
+    /// the skill if there are fewer (or until the limit passes). If some did not,
+    /// says how the first few of them stand.
+    pub async fn wait_settled(&self, workload: &Workload, limit: Duration) -> Result<(), String> {
         let min_mesh = self.mesh_low;
         let deadline = Instant::now() + limit;
         let live = self.live();
@@ -266,21 +266,49 @@ impl Mesh {
         loop {
             let mut still = Vec::new();
             for (i, h) in waiting {
-                let settled = h.status().await.is_ok_and(|s| {
+                let status = h.status().await.ok();
+                let settled = status.as_ref().is_some_and(|s| {
                     s.settled(min_mesh, |skill| Some(holders(skill).saturating_sub(1)))
                 });
                 if !settled {
-                    still.push((i, h));
+                    still.push((i, h, status));
                 }
             }
             if still.is_empty() {
-                return true;
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                debug!(waiting = still.len(), "agents not settled in time");
-                return false;
+                let shown: Vec<String> = still
+                    .iter()
+                    .take(3)
+                    .map(|(i, _, status)| match status {
+                        None => format!("agent {i}: no status (stopped?)"),
+                        Some(s) => format!(
+                            "agent {i}: {}, {} connections, mesh peers {}",
+                            if s.joined { "joined" } else { "not joined" },
+                            s.connections,
+                            s.topics
+                                .iter()
+                                .map(|t| format!(
+                                    "{} {}/{} (of {} subscribers)",
+                                    t.skill,
+                                    t.mesh_peers,
+                                    holders(&t.skill).saturating_sub(1).min(min_mesh),
+                                    t.subscribers
+                                ))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    })
+                    .collect();
+                return Err(format!(
+                    "{} of {} agents not settled; {}",
+                    still.len(),
+                    live.len(),
+                    shown.join("; ")
+                ));
             }
-            waiting = still;
+            waiting = still.into_iter().map(|(i, h, _)| (i, h)).collect();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -176,10 +176,10 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     // topics' gossip meshes (mesh_n_low peers each, or every other holder).
     // Joining is sequential work for the DHT: allow more time for bigger meshes.
     let limit = Duration::from_secs(120) + Duration::from_millis(300) * nodes as u32;
-    if !mesh.wait_settled(&workload, limit).await {
+    if let Err(why) = mesh.wait_settled(&workload, limit).await {
         pb.abandon();
         return Err(SimError::Mesh(format!(
-            "not every agent joined with its topic meshes within {} s",
+            "not every agent joined with its topic meshes within {} s: {why}",
             limit.as_secs()
         )));
     }

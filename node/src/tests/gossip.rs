@@ -118,3 +118,51 @@ async fn a_forged_gossip_message_is_rejected_and_not_forwarded() {
     );
     keep_raw.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_agents_on_one_host_keep_their_mesh_over_loopback_tcp() {
+    // Many peers behind 127.0.0.1 is past gossipsub's IP colocation threshold
+    // (ten) — counting peers met and disconnected, whose scores gossipsub
+    // retains: penalised, every peer scores below zero, is pruned at the next
+    // heartbeat and never grafted again.
+    let mut nodes: Vec<crate::Handle> = Vec::new();
+    for i in 0..20u8 {
+        let boot: Vec<_> = nodes
+            .first()
+            .map(|h| h.listen_addrs()[0].clone())
+            .into_iter()
+            .collect();
+        let mut c = config(60 + i, &[("x", Level::Expert)], &boot);
+        c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        // Connections nobody needs close soon, so peers are met and left.
+        c.idle_connection_timeout = Duration::from_secs(1);
+        nodes.push(start_with(c).await);
+    }
+    let want = config(0, &[], &[]).mesh_n_low();
+    let meshed = |h: &crate::Handle| {
+        let h = h.clone();
+        async move {
+            let t = h.status().await.unwrap().topics.remove(0);
+            (t.mesh_peers, t.subscribers)
+        }
+    };
+    // Every node meshes, and a few seconds later (idle connections closed, many
+    // heartbeats, scores applied) still has its mesh.
+    for round in 0..2 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for (i, node) in nodes.iter().enumerate() {
+            loop {
+                let (mesh, subscribers) = meshed(node).await;
+                if mesh >= want {
+                    break;
+                }
+                assert!(
+                    round == 0 && tokio::time::Instant::now() < deadline,
+                    "node {i} has {mesh} mesh peers of {subscribers} subscribers (want {want})"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+}
