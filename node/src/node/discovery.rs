@@ -88,7 +88,12 @@ pub(super) struct Lookups {
     routed_at_publish: Option<usize>,
     /// Per skill with a thin topic: when the next lookup may run, and the wait after it.
     backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
+    /// Provider publications sent again because contacts failed, per key.
+    retried: std::collections::HashMap<kad::RecordKey, u32>,
 }
+
+/// How often a provider publication whose contacts failed is sent again.
+const PROVIDE_RETRIES: u32 = 3;
 
 impl Lookups {
     /// Whether the join walk is over.
@@ -111,6 +116,12 @@ impl NodeActor {
                 step,
                 ..
             } if step.last && self.lookups.join == Some(id) => self.on_joined(),
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::StartProviding(result),
+                stats,
+                step,
+                ..
+            } if step.last => self.on_provided(result, &stats),
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::Bootstrap(_),
@@ -404,6 +415,34 @@ impl NodeActor {
     fn publish_records(&mut self) {
         self.publish_card();
         self.provide_skills();
+    }
+
+    /// A provider publication is over. If contacts failed on the way — a peer that
+    /// closed an idle connection just as a request went out counts as failed, and
+    /// the walk then leaves it out — the record may sit on peers lookups do not
+    /// reach: it goes out again, a few times at most.
+    fn on_provided(&mut self, result: kad::AddProviderResult, stats: &kad::QueryStats) {
+        let (key, failed) = match result {
+            Ok(kad::AddProviderOk { key }) => (key, stats.num_failures() > 0),
+            Err(kad::AddProviderError::Timeout { key }) => (key, true),
+        };
+        if !failed {
+            self.lookups.retried.remove(&key);
+            return;
+        }
+        let tries = self.lookups.retried.entry(key.clone()).or_default();
+        if *tries >= PROVIDE_RETRIES {
+            self.lookups.retried.remove(&key);
+            return;
+        }
+        *tries += 1;
+        debug!(
+            failures = stats.num_failures(),
+            "publishing a provider record again"
+        );
+        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+            debug!(error = %e, "cannot provide");
+        }
     }
 
     /// A provider record per skill.
