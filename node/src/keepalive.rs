@@ -233,11 +233,6 @@ impl Pins {
         }
     }
 
-    /// Whether `peer`'s connections are kept.
-    pub fn is_pinned(&self, peer: &PeerId) -> bool {
-        self.pinned.contains(peer)
-    }
-
     fn handler(&mut self, peer: PeerId, id: ConnectionId) -> PinHandler {
         let keep = self.pinned.contains(&peer);
         self.connections.entry(peer).or_default().push((id, keep));
