@@ -8,7 +8,8 @@ use super::NodeActor;
 /// A node's standing in the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshStatus {
-    /// The join walk is over and the node's records are out.
+    /// The join walk is over: the card is out, and the provider publications it
+    /// starts have begun (they may still be under way).
     pub joined: bool,
     /// Peers connected now.
     pub connections: usize,
