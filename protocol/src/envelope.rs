@@ -236,7 +236,10 @@ impl Header {
 }
 
 /// Produces envelope sequence numbers that strictly increase per sender and survive
-/// restarts without storage: `max(last + 1, unix time in µs)`.
+/// restarts without storage: the first is the unix time in µs, each next one the
+/// last plus one. Consecutive numbers keep a receiver's replay window dense
+/// ([`crate::ReplayGuard`]); a restarted sender starts above everything it sent
+/// before, as no run signs more than one envelope per µs of its life.
 #[derive(Debug, Clone, Default)]
 pub struct SeqGenerator {
     last: u64,
@@ -245,7 +248,11 @@ pub struct SeqGenerator {
 impl SeqGenerator {
     /// The next sequence number at `now_ms`.
     pub fn next(&mut self, now_ms: u64) -> u64 {
-        self.last = (self.last + 1).max(now_ms.saturating_mul(1000));
+        self.last = if self.last == 0 {
+            now_ms.saturating_mul(1000).max(1)
+        } else {
+            self.last + 1
+        };
         self.last
     }
 }

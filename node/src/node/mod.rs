@@ -275,7 +275,8 @@ impl Handle {
         self.call(|reply| NodeCommand::Status { reply }).await
     }
 
-    /// The groups this node holds documents of.
+    /// The groups this node holds documents of, and those it finished coordinating
+    /// and still answers stragglers for (their final documents, from tombstones).
     pub async fn groups(&self) -> Result<Vec<GroupInfo>> {
         self.call(|reply| NodeCommand::Groups { reply }).await
     }
@@ -402,7 +403,11 @@ pub async fn spawn(
         }
         None => (None, Vec::new()),
     };
-    let replay = ReplayGuard::new(config.replay_skew_ms, 512, 20_000);
+    let replay = ReplayGuard::new(
+        config.replay_skew_ms,
+        starling_protocol::replay::DEFAULT_WINDOW,
+        20_000,
+    );
     let actor = NodeActor {
         swarm,
         agent,
@@ -827,17 +832,25 @@ impl NodeActor {
                 let _ = reply.send(self.mesh_status());
             }
             NodeCommand::Groups { reply } => {
+                let finished: Vec<(TaskId, starling_crdt::GroupDoc)> = self
+                    .agent
+                    .finished_groups()
+                    .filter(|t| self.agent.group(t).is_none())
+                    .filter_map(|t| Some((*t, self.agent.finished_group(t)?)))
+                    .collect();
                 let groups = self
                     .agent
                     .groups()
-                    .filter_map(|t| {
-                        let view = self.agent.group(t)?.view().ok()?;
+                    .filter_map(|t| Some((*t, self.agent.group(t)?)))
+                    .chain(finished.iter().map(|(t, d)| (*t, d)))
+                    .filter_map(|(t, doc)| {
+                        let view = doc.view().ok()?;
                         Some(GroupInfo {
-                            task_id: *t,
+                            task_id: t,
                             coordinator: AgentId::from(view.coordinator()),
                             status: view.status,
                             complete: view.is_complete(),
-                            heads: self.agent.group(t)?.heads(),
+                            heads: doc.heads(),
                             members: view
                                 .members
                                 .values()

@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod member;
 mod neighbours;
 mod replicas;
+mod tombstones;
 pub mod types;
 mod voting;
 
@@ -61,6 +62,8 @@ pub struct Agent {
     recovering: BTreeSet<TaskId>,
     /// Restored documents held without a role, until when (see [`replicas`]).
     replicas: BTreeMap<TaskId, Timestamp>,
+    /// Finished coordinations still answering stragglers (see [`tombstones`]).
+    tombstones: tombstones::Tombstones,
     out: Vec<Output>,
 }
 
@@ -94,6 +97,7 @@ impl Agent {
             loopback: VecDeque::new(),
             recovering: BTreeSet::new(),
             replicas: BTreeMap::new(),
+            tombstones: Default::default(),
             out: Vec::new(),
         }
     }
@@ -246,13 +250,26 @@ impl Agent {
         self.docs.get(task_id)
     }
 
+    /// The final document of a task this agent finished coordinating, loaded from
+    /// its tombstone while that lasts.
+    pub fn finished_group(&self, task_id: &TaskId) -> Option<GroupDoc> {
+        self.tombstone_doc(task_id)
+    }
+
     /// Tasks this agent coordinates now (finished ones it still answers for are not
     /// listed).
     pub fn coordinating(&self) -> impl Iterator<Item = &TaskId> {
-        self.coordinating
-            .iter()
-            .filter(|(_, c)| !c.is_done())
-            .map(|(t, _)| t)
+        self.coordinating.keys()
+    }
+
+    /// Finished coordinations this agent still answers stragglers for.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// The tasks of those finished coordinations.
+    pub fn finished_groups(&self) -> impl Iterator<Item = &TaskId> {
+        self.tombstones.tasks()
     }
 
     /// Tasks this agent is a member of now.
@@ -322,7 +339,8 @@ impl Agent {
             .filter_map(|m| m.next_deadline(&self.config, self.id));
         let o = self.offered.values().copied();
         let r = self.replicas.values().copied();
-        c.chain(m).chain(o).chain(r).min()
+        let t = self.tombstones.next_expiry();
+        c.chain(m).chain(o).chain(r).chain(t).min()
     }
 
     fn on_message(&mut self, from: AgentId, message: Message) {
@@ -441,6 +459,7 @@ impl Agent {
         }
         self.offer_from_backlog();
         self.expire_replicas();
+        self.expire_tombstones();
     }
 
     fn on_peer_down(&mut self, peer: AgentId) {
@@ -457,9 +476,12 @@ impl Agent {
     }
 
     fn on_heartbeat(&mut self, from: AgentId, task_id: TaskId, heads: Vec<[u8; 32]>) {
-        let is_coord = self.coordinating.contains_key(&task_id);
-        if is_coord {
+        if self.coordinating.contains_key(&task_id) {
             self.coord_on_heartbeat(from, task_id);
+        } else if !self.memberships.contains_key(&task_id)
+            && self.answer_from_tombstone(from, task_id, &[])
+        {
+            return;
         }
         if let Some(m) = self.memberships.get_mut(&task_id)
             && m.coordinator == from
@@ -491,8 +513,17 @@ impl Agent {
     /// is verified and permission-checked). Senders the document does not list get
     /// only our heads back, never our changes: no amplification, nothing handed out.
     fn on_sync(&mut self, from: AgentId, task_id: TaskId, bytes: &[u8]) {
+        if self.docs.contains_key(&task_id) {
+            self.sync_doc(from, task_id, bytes);
+        } else if !self.sync_with_tombstone(from, task_id, bytes) {
+            self.stray(from, "sync for an unknown group");
+        }
+    }
+
+    /// [`Agent::on_sync`] for a document this agent holds.
+    fn sync_doc(&mut self, from: AgentId, task_id: TaskId, bytes: &[u8]) {
         let Some(doc) = self.docs.get_mut(&task_id) else {
-            return self.stray(from, "sync for an unknown group");
+            return;
         };
         let msg = match SyncMessage::decode(bytes, doc.limits()) {
             Ok(m) => m,
@@ -521,11 +552,7 @@ impl Agent {
 
     /// Re-evaluates both roles of a task after its document changed.
     fn after_doc_change(&mut self, task_id: TaskId) {
-        if self
-            .coordinating
-            .get(&task_id)
-            .is_some_and(|c| !c.is_done())
-        {
+        if self.coordinating.contains_key(&task_id) {
             if !self.in_charge(&task_id) {
                 self.step_down(task_id);
             } else {

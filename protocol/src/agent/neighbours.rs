@@ -8,15 +8,10 @@ use crate::AgentId;
 
 impl Agent {
     /// The coordinators and members of every open group this agent coordinates or
-    /// belongs to (itself excluded). Finished coordinations that only linger to
-    /// answer stragglers do not count: their peers are no longer needed.
+    /// belongs to (itself excluded). Finished coordinations (tombstones) do not
+    /// count: their peers are no longer needed.
     pub fn group_neighbours(&self) -> BTreeSet<AgentId> {
-        let open = self
-            .coordinating
-            .iter()
-            .filter(|(_, c)| !c.is_done())
-            .map(|(t, _)| t)
-            .chain(self.memberships.keys());
+        let open = self.coordinating.keys().chain(self.memberships.keys());
         let mut peers = BTreeSet::new();
         for task_id in open {
             peers.extend(self.group_peers(*task_id));

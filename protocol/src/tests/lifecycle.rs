@@ -60,7 +60,7 @@ fn a_three_skill_task_forms_with_the_best_offers_and_completes() {
     );
 
     // Every replica of the group document agrees on the outcome and the results.
-    let init_view = mesh.agent(initiator).group(&task).unwrap().view().unwrap();
+    let init_view = mesh.document(initiator, task).unwrap().view().unwrap();
     for m in [rust_expert, sql, ml] {
         assert_eq!(mesh.agent(m).slots_used(), 0, "slot released");
         let ended = mesh.events_where(|a, e| *a == m && matches!(e, Event::AssignmentEnded { task_id, outcome: Outcome::Completed } if *task_id == task));
@@ -73,18 +73,23 @@ fn a_three_skill_task_forms_with_the_best_offers_and_completes() {
         Some(starling_crdt::TaskOutcome::Completed)
     );
     assert_eq!(init_view.skills_covered().len(), 3);
-    // The initiator keeps the document while a member may still hold the group (until
-    // the deadline plus twice the suspicion timeout), then closes it and hands out a
-    // snapshot.
+    // The initiator closes the document at the end and hands out a snapshot; it keeps
+    // a tombstone while a member may still hold the group (until the deadline plus
+    // twice the suspicion timeout), then forgets the group.
+    assert!(
+        mesh.agent(initiator).group(&task).is_none(),
+        "closed at the end"
+    );
     let timeout = mesh.agent(initiator).config().suspicion_timeout_ms;
     let announced =
         mesh.events_where(|a, e| *a == initiator && matches!(e, Event::TaskAnnounced { .. }))[0].0;
     let linger_end = announced + 120_000 + 2 * timeout;
     mesh.run_for(linger_end - 1 - mesh.now);
-    assert!(mesh.agent(initiator).group(&task).is_some());
+    assert_eq!(mesh.agent(initiator).tombstones(), 1);
     assert_eq!(mesh.agent(initiator).coordinating().count(), 0, "finished");
     mesh.run_for(2);
-    assert!(mesh.agent(initiator).group(&task).is_none());
+    assert_eq!(mesh.agent(initiator).tombstones(), 0);
+    assert!(mesh.agent(initiator).finished_group(&task).is_none());
     let snapshot = mesh.events.iter().find_map(|(_, a, e)| match e {
         Event::GroupClosed { task_id, snapshot } if *task_id == task && *a == initiator => {
             Some(snapshot.clone())

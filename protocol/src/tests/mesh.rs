@@ -122,6 +122,21 @@ impl Mesh {
         &self.agents[&id]
     }
 
+    /// The document an agent holds of a task: an open one, or the final one of a
+    /// coordination it finished (from the tombstone).
+    pub(crate) fn document(&self, id: AgentId, task: TaskId) -> Option<starling_crdt::GroupDoc> {
+        let agent = self.agent(id);
+        match agent.group(&task) {
+            Some(doc) => starling_crdt::GroupDoc::load(
+                self.keys[&id].signing_key().clone(),
+                &doc.save(),
+                agent.config().crdt_limits.clone(),
+            )
+            .ok(),
+            None => agent.finished_group(&task),
+        }
+    }
+
     pub(crate) fn kill(&mut self, id: AgentId) {
         self.dead.insert(id);
     }

@@ -62,9 +62,8 @@ fn a_member_cut_off_and_replaced_converges_with_the_coordinator_after_the_link_h
     let snapshot =
         starling_crdt::GroupDoc::load(key, &closed(&mesh).unwrap(), Default::default()).unwrap();
     let coordinator_doc = mesh
-        .agent(init)
-        .group(&task)
-        .expect("the coordinator still holds the group");
+        .document(init, task)
+        .expect("the coordinator still answers for the group");
     assert_eq!(
         snapshot.heads(),
         coordinator_doc.heads(),

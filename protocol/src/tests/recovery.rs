@@ -53,10 +53,7 @@ fn a_rejecting_member_is_replaced_by_a_standby() {
         }
     ));
     // The refusal is recorded in the rejected task's group document.
-    let doc = mesh
-        .agent(*rejected_initiator)
-        .group(&rejected_task)
-        .unwrap();
+    let doc = mesh.document(*rejected_initiator, rejected_task).unwrap();
     let status = doc.view().unwrap().member(best.key()).unwrap().status;
     assert_eq!(status, starling_crdt::MemberStatus::Left);
     let (_, outcome, results) = mesh.finished(rejected_task).unwrap();
@@ -294,8 +291,7 @@ fn a_busy_agent_that_declined_is_invited_again_once_it_has_a_free_slot() {
         (i2, t2)
     };
     let view = mesh
-        .agent(declined_by)
-        .group(&declined_task)
+        .document(declined_by, declined_task)
         .unwrap()
         .view()
         .unwrap();

@@ -76,9 +76,6 @@ pub(crate) struct Coordination {
     pub(in crate::agent) ballot: Option<super::voting::Ballot>,
     /// Proposals made so far (numbers the next one).
     pub(in crate::agent) proposals: u64,
-    /// After the task finished: how long to keep answering stragglers.
-    pub(in crate::agent) done_until: Option<Timestamp>,
-    pub(in crate::agent) outcome: Option<Outcome>,
 }
 
 impl Coordination {
@@ -106,15 +103,10 @@ impl Coordination {
             next_heartbeat: now + config.heartbeat_interval_ms,
             ballot: None,
             proposals: 0,
-            done_until: None,
-            outcome: None,
         }
     }
 
     pub(crate) fn next_deadline(&self, config: &AgentConfig) -> Option<Timestamp> {
-        if let Some(t) = self.done_until {
-            return Some(t);
-        }
         let silent = self
             .watched
             .iter()
@@ -142,10 +134,6 @@ impl Coordination {
         if let Some(i) = self.invited.get_mut(&peer) {
             i.deadline = i.deadline.min(invite_due);
         }
-    }
-
-    pub(in crate::agent) fn is_done(&self) -> bool {
-        self.done_until.is_some()
     }
 }
 
@@ -339,7 +327,8 @@ impl Agent {
     /// A coordinator that took over may learn only afterwards that the one before it
     /// had already finished the task (the outcome arrives in the document): the task
     /// is over, and must not be run and finished again. It answers stragglers for a
-    /// while, like any finished coordination, without reporting a second finish.
+    /// while from a tombstone, like any finished coordination, without reporting a
+    /// second finish.
     pub(in crate::agent) fn adopt_recorded_outcome(&mut self, task_id: TaskId) {
         let Some(outcome) = self
             .docs
@@ -353,19 +342,12 @@ impl Agent {
             starling_crdt::TaskOutcome::Completed => Outcome::Completed,
             starling_crdt::TaskOutcome::Failed(r) => Outcome::Failed(r),
         };
-        let linger = 2 * self.config.suspicion_timeout_ms;
-        let now = self.now;
-        let Some(c) = self.coordinating.get_mut(&task_id) else {
+        if !self.coordinating.contains_key(&task_id) {
             return;
-        };
+        }
         debug!(task = ?task_id, ?outcome, "the task was finished by the previous coordinator");
-        c.done_until = Some(now + linger);
-        c.outcome = Some(outcome.clone());
-        c.invited.clear();
-        c.watched.clear();
-        c.collect_until = None;
-        c.reannounce_at = None;
-        c.ballot = None;
+        let until = self.now + 2 * self.config.suspicion_timeout_ms;
+        self.bury(task_id, outcome.clone(), until);
         self.remember_outcome(task_id, outcome);
     }
 

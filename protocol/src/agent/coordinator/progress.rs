@@ -67,25 +67,8 @@ impl Agent {
         task_id: TaskId,
         changes: &[u8],
     ) -> bool {
-        let Some(c) = self.coordinating.get(&task_id) else {
-            return false;
-        };
-        if let Some(outcome) = c.outcome.clone() {
-            if !changes.is_empty() && self.in_group(&task_id, from) {
-                self.apply_batch(from, task_id, changes);
-            }
-            let changes = self.encode_all(&task_id);
-            self.send(
-                from,
-                Message::GroupDissolve {
-                    task_id,
-                    outcome,
-                    changes,
-                },
-            );
-            return false;
-        }
         let Some(c) = self.coordinating.get_mut(&task_id) else {
+            self.answer_from_tombstone(from, task_id, changes);
             return false;
         };
         if !c.last_seen.contains_key(&from) && !c.tried.contains(&from) {
@@ -103,9 +86,6 @@ impl Agent {
         else {
             return;
         };
-        if c.is_done() {
-            return;
-        }
         let Ok(view) = doc.view() else { return };
         let selected: Vec<(String, AgentId)> = view
             .selected()
@@ -306,13 +286,6 @@ impl Agent {
         let Some(c) = self.coordinating.get_mut(&task_id) else {
             return;
         };
-        if let Some(until) = c.done_until {
-            if now >= until {
-                self.coordinating.remove(&task_id);
-                self.close_doc_if_unused(task_id);
-            }
-            return;
-        }
         if c.ballot.as_ref().is_some_and(|b| now > b.deadline()) {
             return self.coord_vote_expired(task_id);
         }
@@ -422,27 +395,17 @@ impl Agent {
         let now = self.now;
         let timeout = self.config.suspicion_timeout_ms;
         let alpha = self.config.ewma_alpha;
-        match self.coordinating.get(&task_id) {
-            Some(c) if !c.is_done() => {}
-            _ => return,
-        }
+        let Some(c) = self.coordinating.get(&task_id) else {
+            return;
+        };
+        // Answer stragglers (from a tombstone) for as long as a member may still hold
+        // the group: members give up on it at the deadline plus the suspicion
+        // timeout. A member cut off meanwhile learns the end, and hands over what it
+        // wrote, when it is heard from again.
+        let until = (now + 2 * timeout).max(c.announce.deadline_ms + 2 * timeout);
         if !self.in_charge(&task_id) {
             return self.step_down(task_id);
         }
-        let Some(c) = self.coordinating.get_mut(&task_id) else {
-            return;
-        };
-        // Keep the document and answer stragglers for as long as a member may still
-        // hold the group: members give up on it at the deadline plus the suspicion
-        // timeout. A member cut off meanwhile learns the end, and hands over what it
-        // wrote, when it is heard from again.
-        c.done_until = Some((now + 2 * timeout).max(c.announce.deadline_ms + 2 * timeout));
-        c.outcome = Some(outcome.clone());
-        c.invited.clear();
-        c.watched.clear();
-        c.collect_until = None;
-        c.reannounce_at = None;
-        c.ballot = None;
         let Some(doc) = self.docs.get_mut(&task_id) else {
             return;
         };
@@ -495,6 +458,7 @@ impl Agent {
             results,
             certificate,
         });
+        self.bury(task_id, outcome.clone(), until);
         self.remember_outcome(task_id, outcome);
     }
 }

@@ -26,7 +26,7 @@ impl Agent {
         let Some(c) = self.coordinating.get_mut(&task_id) else {
             return self.stray(from, "offer for an unknown task");
         };
-        if c.is_done() || from == self.id {
+        if from == self.id {
             return;
         }
         let Some(req) = c.announce.required.iter().find(|r| r.name == skill.name) else {
@@ -131,7 +131,7 @@ impl Agent {
     /// for skills with no offer left.
     pub(in crate::agent) fn fill_vacancies(&mut self, task_id: TaskId) {
         match self.coordinating.get(&task_id) {
-            Some(c) if !c.is_done() && c.collect_until.is_none() => {}
+            Some(c) if c.collect_until.is_none() => {}
             _ => return,
         }
         for (skill, mut need) in self.vacancies(task_id) {
@@ -247,21 +247,15 @@ impl Agent {
         changes: &[u8],
     ) {
         let Some(c) = self.coordinating.get(&task_id) else {
-            return self.stray(from, "accept for an unknown task");
+            // A late acceptance changes nothing in a finished group: the invitee
+            // gets the end.
+            if !self.answer_from_tombstone(from, task_id, &[]) {
+                self.stray(from, "accept for an unknown task");
+            }
+            return;
         };
         if !c.tried.contains(&from) {
             return self.stray(from, "accept without an invitation");
-        }
-        if let Some(outcome) = c.outcome.clone() {
-            let changes = self.encode_all(&task_id);
-            return self.send(
-                from,
-                Message::GroupDissolve {
-                    task_id,
-                    outcome,
-                    changes,
-                },
-            );
         }
         self.apply_batch(from, task_id, changes);
         if let Some(c) = self.coordinating.get_mut(&task_id) {
