@@ -130,15 +130,13 @@ impl Agent {
         task_id: TaskId,
         changes: &[u8],
     ) -> bool {
-        let Some(t) = self.tombstones.get(&task_id) else {
+        let Some(opened) = self.open_tombstone(from, task_id) else {
             return false;
         };
-        if !t.members.contains(&from) {
-            self.stray(from, "message for a finished group from a non-member");
-            return true;
-        }
-        let outcome = t.outcome.clone();
-        let Some(loaded) = self.exhume(task_id) else {
+        let (Some(loaded), Some(outcome)) = (
+            opened,
+            self.tombstones.get(&task_id).map(|t| t.outcome.clone()),
+        ) else {
             return true;
         };
         if !changes.is_empty() {
@@ -166,19 +164,27 @@ impl Agent {
         task_id: TaskId,
         bytes: &[u8],
     ) -> bool {
-        let Some(t) = self.tombstones.get(&task_id) else {
+        let Some(opened) = self.open_tombstone(from, task_id) else {
             return false;
         };
-        if !t.members.contains(&from) {
-            self.stray(from, "sync for a finished group from a non-member");
-            return true;
-        }
-        let Some(loaded) = self.exhume(task_id) else {
+        let Some(loaded) = opened else {
             return true;
         };
         self.sync_doc(from, task_id, bytes);
         self.rebury(task_id, loaded);
         true
+    }
+
+    /// For a message from `from` about a finished group: None without a tombstone;
+    /// otherwise whether the document was loaded for it (see [`Agent::exhume`]), or
+    /// None inside if the sender was not in the group or the document cannot load.
+    fn open_tombstone(&mut self, from: AgentId, task_id: TaskId) -> Option<Option<bool>> {
+        let member = self.tombstones.get(&task_id)?.members.contains(&from);
+        if !member {
+            self.stray(from, "message for a finished group from a non-member");
+            return Some(None);
+        }
+        Some(self.exhume(task_id))
     }
 
     /// A tombstone's document, loaded.
