@@ -264,9 +264,12 @@ impl Mesh {
         };
         let mut waiting = live.clone();
         loop {
+            // Asked all at once: one by one, a pass over a busy mesh takes longer
+            // than the mesh takes to settle, and the figure would be the pass's.
+            let statuses = futures::future::join_all(waiting.iter().map(|(_, h)| h.status())).await;
             let mut still = Vec::new();
-            for (i, h) in waiting {
-                let status = h.status().await.ok();
+            for ((i, h), status) in waiting.into_iter().zip(statuses) {
+                let status = status.ok();
                 let settled = status.as_ref().is_some_and(|s| {
                     s.settled(min_mesh, |skill| Some(holders(skill).saturating_sub(1)))
                 });
