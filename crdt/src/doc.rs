@@ -38,6 +38,11 @@ pub struct GroupDoc {
     changes: BTreeMap<ChangeHash, SignedChange>,
     /// (actor, seq) of every applied change.
     by_seq: BTreeMap<(AgentKey, u64), ChangeHash>,
+    /// Applied changes by their chunk checksum (the first four bytes of the hash,
+    /// which every change chunk carries in its header): a copy of a change already
+    /// applied is recognised by its bytes before it is parsed or its signature
+    /// checked (see [`GroupDoc::apply`]).
+    by_checksum: BTreeMap<[u8; 4], ChangeHash>,
     /// Verified changes waiting for their dependencies.
     pending: BTreeMap<ChangeHash, VerifiedChange>,
     equivocators: BTreeSet<AgentKey>,
@@ -143,6 +148,7 @@ impl GroupDoc {
             genesis: None,
             changes: BTreeMap::new(),
             by_seq: BTreeMap::new(),
+            by_checksum: BTreeMap::new(),
             pending: BTreeMap::new(),
             equivocators: BTreeSet::new(),
             view_cache: std::sync::Mutex::new(None),
@@ -258,7 +264,30 @@ impl GroupDoc {
         report
     }
 
+    /// The hash of `signed` if this document has applied exactly that change.
+    pub fn hash_of(&self, signed: &SignedChange) -> Option<ChangeHash> {
+        checksum(&signed.bytes)
+            .and_then(|c| self.by_checksum.get(&c))
+            .filter(|h| {
+                self.changes
+                    .get(h)
+                    .is_some_and(|known| known.bytes == signed.bytes)
+            })
+            .copied()
+    }
+
+    /// Whether `signed` carries exactly the bytes of a change already applied. Such
+    /// a copy needs no parsing and no signature check: those bytes were verified
+    /// once, and whatever signature this copy has, the change it would add is there.
+    fn is_applied_copy(&self, signed: &SignedChange) -> bool {
+        self.hash_of(signed).is_some()
+    }
+
     fn take_one(&mut self, signed: SignedChange, report: &mut ApplyReport) -> Result<()> {
+        if self.is_applied_copy(&signed) {
+            report.duplicates += 1;
+            return Ok(());
+        }
         let v = signed.verify(&self.group_id, &self.limits)?;
         if self.changes.contains_key(&v.hash) || self.pending.contains_key(&v.hash) {
             report.duplicates += 1;
@@ -363,6 +392,9 @@ impl GroupDoc {
 
     fn record(&mut self, actor: AgentKey, seq: u64, hash: ChangeHash, signed: SignedChange) {
         self.by_seq.insert((actor, seq), hash);
+        if let Some(c) = checksum(&signed.bytes) {
+            self.by_checksum.entry(c).or_insert(hash);
+        }
         self.changes.insert(hash, signed);
     }
 
@@ -560,4 +592,9 @@ pub(crate) fn validate_spec(spec: &GroupSpec, limits: &Limits) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The checksum in a change chunk's header (bytes 4..8, after the magic bytes).
+fn checksum(bytes: &[u8]) -> Option<[u8; 4]> {
+    bytes.get(4..8).and_then(|c| c.try_into().ok())
 }

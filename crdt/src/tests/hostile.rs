@@ -140,6 +140,31 @@ fn a_signature_by_another_key_is_refused() {
 }
 
 #[test]
+fn an_exact_copy_of_an_applied_change_is_a_duplicate_and_nothing_else_is() {
+    let (mut init, mut alice) = accepted_group();
+    let honest = alice.report_progress(0.2, None, T0 + 2).unwrap();
+    assert!(init.apply([honest.clone()]).is_clean());
+    // The same bytes again, even under a broken signature: there is nothing to add,
+    // so nothing is parsed or checked.
+    let mut copy = honest.clone();
+    copy.signature[3] ^= 1;
+    let heads = init.heads();
+    let report = init.apply([honest.clone(), copy]);
+    assert_eq!(report.duplicates, 2, "{report:?}");
+    assert!(report.rejected.is_empty() && report.applied.is_empty());
+    assert_eq!(init.heads(), heads);
+    // Bytes with the same header checksum but another body are not a copy: they
+    // are parsed and refused.
+    let mut altered = honest.clone();
+    let last = altered.bytes.len() - 1;
+    altered.bytes[last] ^= 1;
+    assert_eq!(altered.bytes[4..8], honest.bytes[4..8]);
+    assert_refused(&mut init, altered, |e| {
+        matches!(e, CrdtError::NotAChange(_) | CrdtError::BadSignature(_))
+    });
+}
+
+#[test]
 fn a_change_whose_actor_is_not_its_signer_is_refused() {
     let (mut init, alice) = accepted_group();
     // Mallory (9) writes as Alice (2) and signs with her own key.
