@@ -36,6 +36,8 @@ pub struct TaskFigures {
     pub completed: usize,
     /// Failed tasks.
     pub failed: usize,
+    /// Failed tasks per reason (the outcome first reported).
+    pub failure_reasons: BTreeMap<String, usize>,
     /// Never finished, though someone could have.
     pub lost: usize,
     /// Initiator crashed (for good) before its group formed, or together with so
@@ -73,7 +75,7 @@ pub fn analyse(
 ) -> TaskFigures {
     let mut formed: BTreeMap<TaskId, Instant> = BTreeMap::new();
     let mut groups: BTreeMap<TaskId, Vec<AgentId>> = BTreeMap::new();
-    let mut finished: BTreeMap<TaskId, Vec<(Instant, bool, String)>> = BTreeMap::new();
+    let mut finished: BTreeMap<TaskId, Vec<(Instant, Outcome, String)>> = BTreeMap::new();
     let mut delivered: BTreeMap<(TaskId, usize), Instant> = BTreeMap::new();
     let mut failures: BTreeMap<(TaskId, String), Vec<(Instant, AgentId)>> = BTreeMap::new();
     let mut reassignment = Vec::new();
@@ -103,7 +105,7 @@ pub fn analyse(
                 parts.sort();
                 finished.entry(*task_id).or_default().push((
                     s.at,
-                    *outcome == Outcome::Completed,
+                    outcome.clone(),
                     parts.join("|"),
                 ));
             }
@@ -152,7 +154,7 @@ pub fn analyse(
                 fig.last_finish = fig.last_finish.max(first);
                 match ends
                     .iter()
-                    .filter(|(_, ok, _)| *ok)
+                    .filter(|(_, o, _)| *o == Outcome::Completed)
                     .map(|(t, _, _)| *t)
                     .min()
                 {
@@ -160,7 +162,18 @@ pub fn analyse(
                         fig.completed += 1;
                         completion.push(ms(t, a.at));
                     }
-                    None => fig.failed += 1,
+                    None => {
+                        fig.failed += 1;
+                        let why = ends
+                            .iter()
+                            .min_by_key(|(t, _, _)| *t)
+                            .map(|(_, o, _)| match o {
+                                Outcome::Failed(r) => r.clone(),
+                                other => format!("{other:?}"),
+                            })
+                            .unwrap_or_default();
+                        *fig.failure_reasons.entry(why).or_default() += 1;
+                    }
                 }
             }
             None => {

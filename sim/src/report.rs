@@ -107,6 +107,8 @@ pub struct Report {
     pub completed: usize,
     /// Tasks that finished failed (work failed past its retries, or no agents).
     pub failed: usize,
+    /// Failed tasks per reason.
+    pub failure_reasons: std::collections::BTreeMap<String, usize>,
     /// Tasks that never finished although someone could have finished them.
     pub lost: usize,
     /// Tasks whose initiator crashed before any agent joined the group (nobody else
@@ -194,6 +196,9 @@ impl Report {
             "  tasks                      completed {}   failed {}   lost {}   orphaned {}   committed twice {}",
             self.completed, self.failed, self.lost, self.orphaned, self.duplicated
         );
+        for (why, n) in &self.failure_reasons {
+            let _ = writeln!(out, "    failed ×{n:<3}                {why}");
+        }
         pct_row(&mut out, "announce -> group formed", &self.formation_ms);
         pct_row(&mut out, "announce -> completed", &self.completion_ms);
         pct_row(&mut out, "announcement delivery", &self.delivery_ms);

@@ -341,6 +341,7 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
         run_s,
         completed: fig.completed,
         failed: fig.failed,
+        failure_reasons: fig.failure_reasons.clone(),
         lost: fig.lost,
         orphaned: fig.orphaned,
         duplicated: fig.duplicated,
