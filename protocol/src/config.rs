@@ -14,7 +14,8 @@ pub struct AgentConfig {
     pub max_concurrent_tasks: u32,
     /// How long an initiator waits for offers before inviting the best it has.
     /// Default 250 ms: offers arrive within milliseconds on a LAN, so this bound only
-    /// matters when too few agents answer.
+    /// matters when too few agents answer. Once every place has an offer, it waits
+    /// only as long again as those took, and at least a tenth of this.
     pub offer_window_ms: u64,
     /// Offers wanted per slot beyond the first before the offer window closes early
     /// (the extras become standbys). Default 1.
@@ -40,7 +41,8 @@ pub struct AgentConfig {
     pub aging_interval_ms: u64,
     /// Deadline given to tasks announced without one. Default 5 min.
     pub default_deadline_ms: u64,
-    /// Times a failed part is retried with another agent before the task fails.
+    /// Times each place whose work failed is tried again with another agent before
+    /// the task fails (counted per skill: a skill needed twice may fail four times).
     /// Default 2.
     pub max_part_retries: u32,
     /// Weight of the newest observation in skill metrics and reputation (EWMA).
@@ -55,6 +57,14 @@ pub struct AgentConfig {
     pub backlog_size: usize,
     /// Bounds on group documents.
     pub crdt_limits: Limits,
+    /// Staff a task by invitation when the skill directory knows enough agents with
+    /// free slots, instead of announcing it to every holder of its skills. Default on;
+    /// a task the directory cannot staff is announced as usual.
+    pub directed_formation: bool,
+    /// Agents the skill directory remembers at most. Default 4,096.
+    pub directory_capacity: usize,
+    /// A directory entry not heard from for this long is dropped. Default 2 min.
+    pub directory_ttl_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +88,9 @@ impl Default for AgentConfig {
             offers_per_free_slot: 3,
             backlog_size: 256,
             crdt_limits: Limits::default(),
+            directed_formation: true,
+            directory_capacity: 4_096,
+            directory_ttl_ms: 120_000,
         }
     }
 }
@@ -134,6 +147,7 @@ impl AgentConfig {
             ("reannounce_interval_ms", self.reannounce_interval_ms),
             ("aging_interval_ms", self.aging_interval_ms),
             ("default_deadline_ms", self.default_deadline_ms),
+            ("directory_ttl_ms", self.directory_ttl_ms),
         ] {
             if v == 0 {
                 return bad(field, "must be positive");

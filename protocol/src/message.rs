@@ -324,6 +324,8 @@ pub enum Message {
     GroupAccept {
         /// The task.
         task_id: TaskId,
+        /// The invitee's free slots after accepting (for the coordinator's directory).
+        free_slots: u32,
         /// Encoded CRDT batch.
         #[serde(
             deserialize_with = "bounded_bytes::<_, MAX_CHANGES>",
@@ -337,6 +339,8 @@ pub enum Message {
         task_id: TaskId,
         /// Why.
         reason: RejectReason,
+        /// The invitee's free slots.
+        free_slots: u32,
         /// Encoded CRDT batch: the invitee's refusal, if it could record one.
         #[serde(
             deserialize_with = "bounded_bytes::<_, MAX_CHANGES>",
@@ -391,6 +395,8 @@ pub enum Message {
         task_id: TaskId,
         /// Whether the part succeeded.
         success: bool,
+        /// The member's free slots now that its part is done.
+        free_slots: u32,
         /// Encoded CRDT batch.
         #[serde(
             deserialize_with = "bounded_bytes::<_, MAX_CHANGES>",
@@ -478,6 +484,17 @@ impl Message {
             Message::Alert { .. } => "alert",
             Message::DataShare { .. } => "data_share",
             Message::CrdtChanges { .. } => "crdt_changes",
+        }
+    }
+
+    /// The free slots the sender says it has, for messages that carry them.
+    pub fn free_slots(&self) -> Option<u32> {
+        match self {
+            Message::SkillOffer { free_slots, .. }
+            | Message::GroupAccept { free_slots, .. }
+            | Message::GroupReject { free_slots, .. }
+            | Message::TaskComplete { free_slots, .. } => Some(*free_slots),
+            _ => None,
         }
     }
 

@@ -251,11 +251,19 @@ async fn a_member_writing_another_members_entry_or_equivocating_is_refused() {
                             let accept = doc.accept(&skill, now).unwrap();
                             let msg = Message::GroupAccept {
                                 task_id: task,
+                                free_slots: 1,
                                 changes: encode_batch(&[accept]),
                             };
                             let bytes = p.seal(seq.next(), now, to_hub.clone(), &msg);
                             p.send(hub_id, bytes);
                             replica = Some(doc);
+                            None
+                        }
+                        // What the group wrote after her invitation comes with the
+                        // formation (each message carries only what she lacks).
+                        Message::GroupFormed { changes, .. } => {
+                            let doc = replica.as_mut()?;
+                            doc.apply(decode_batch(&changes, &Limits::default()).unwrap());
                             None
                         }
                         Message::TaskStart { changes, .. } if !attacked => {

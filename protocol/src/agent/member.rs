@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use starling_crdt::{GroupDoc, SignedChange, SyncMessage, TaskOutcome, decode_batch, encode_batch};
+use starling_crdt::{GroupDoc, TaskOutcome, decode_batch, encode_batch};
 use tracing::debug;
 
 use super::{Agent, Assignment, Event, Timestamp};
@@ -215,7 +215,13 @@ impl Agent {
             if m.skill == skill && !m.part_done {
                 // Our acceptance was lost: send it again (idempotent for the coordinator).
                 let changes = self.encode_all(&task_id);
-                self.send(from, Message::GroupAccept { task_id, changes });
+                let free_slots = self.free_slots();
+                let accept = Message::GroupAccept {
+                    task_id,
+                    free_slots,
+                    changes,
+                };
+                self.send(from, accept);
             }
             return;
         }
@@ -293,6 +299,7 @@ impl Agent {
                     Message::GroupReject {
                         task_id,
                         reason,
+                        free_slots: self.free_slots(),
                         changes,
                     },
                 );
@@ -302,6 +309,8 @@ impl Agent {
             from,
             Message::GroupAccept {
                 task_id,
+                // The slot this acceptance takes is not counted yet.
+                free_slots: self.free_slots().saturating_sub(1),
                 changes: encode_batch(&[accept]),
             },
         );
@@ -455,6 +464,7 @@ impl Agent {
             Message::TaskComplete {
                 task_id,
                 success,
+                free_slots: self.free_slots(),
                 changes: encode_batch(&[change]),
             },
         );
@@ -637,66 +647,6 @@ impl Agent {
                 debug!(task = ?task_id, "took over as coordinator");
                 self.resume_coordination(task_id, announce);
             }
-        }
-    }
-
-    /// Sends `coordinator` the changes of ours that its `batch` (all of its changes)
-    /// lacks: written while the two could not reach each other, they would otherwise
-    /// be lost when this replica closes.
-    fn hand_over_own_changes(&mut self, task_id: TaskId, coordinator: AgentId, batch: &[u8]) {
-        let Some(doc) = self.docs.get(&task_id) else {
-            return;
-        };
-        let theirs: BTreeSet<[u8; 64]> = decode_batch(batch, doc.limits())
-            .map(|b| b.into_iter().map(|c| c.signature).collect())
-            .unwrap_or_default();
-        let me = self.id.key();
-        let mut missing: Vec<SignedChange> = doc
-            .all_changes()
-            .into_iter()
-            .filter(|c| c.signer == me && !theirs.contains(&c.signature))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        missing.truncate(doc.limits().max_batch_changes);
-        let sync = SyncMessage {
-            heads: doc.heads(),
-            changes: missing,
-        }
-        .encode();
-        self.send(coordinator, Message::CrdtChanges { task_id, sync });
-    }
-
-    /// Everyone in a group but this agent: members of any status and coordinators.
-    pub(super) fn group_peers(&self, task_id: TaskId) -> Vec<AgentId> {
-        let Some(view) = self.docs.get(&task_id).and_then(|d| d.view().ok()) else {
-            return Vec::new();
-        };
-        let mut peers: BTreeSet<AgentId> = view.members.keys().map(|k| AgentId::from(*k)).collect();
-        peers.extend(view.coordinators.iter().map(|k| AgentId::from(*k)));
-        peers.remove(&self.id);
-        peers.into_iter().collect()
-    }
-
-    /// Pushes one new change of ours to `peers` (they ask for anything else they lack).
-    fn share_change(&mut self, task_id: TaskId, change: SignedChange, peers: &[AgentId]) {
-        let Some(doc) = self.docs.get(&task_id) else {
-            return;
-        };
-        let sync = SyncMessage {
-            heads: doc.heads(),
-            changes: vec![change],
-        }
-        .encode();
-        for p in peers {
-            self.send(
-                *p,
-                Message::CrdtChanges {
-                    task_id,
-                    sync: sync.clone(),
-                },
-            );
         }
     }
 }

@@ -12,9 +12,12 @@
 //! coordinator ([`member`]). Both roles of one task share one group document.
 
 pub mod coordinator;
+mod directory;
+mod handover;
 pub mod member;
 mod neighbours;
 mod replicas;
+mod rng;
 mod tombstones;
 pub mod types;
 mod voting;
@@ -64,6 +67,8 @@ pub struct Agent {
     replicas: BTreeMap<TaskId, Timestamp>,
     /// Finished coordinations still answering stragglers (see [`tombstones`]).
     tombstones: tombstones::Tombstones,
+    /// Agents met, their skills and load: whom to invite (see [`directory`]).
+    directory: directory::Directory,
     out: Vec<Output>,
 }
 
@@ -98,6 +103,7 @@ impl Agent {
             recovering: BTreeSet::new(),
             replicas: BTreeMap::new(),
             tombstones: Default::default(),
+            directory: Default::default(),
             out: Vec::new(),
         }
     }
@@ -345,6 +351,9 @@ impl Agent {
 
     fn on_message(&mut self, from: AgentId, message: Message) {
         trace!(peer = %from, kind = message.kind(), "received");
+        if let Some(free) = message.free_slots() {
+            self.directory.learn_load(from, free, self.now);
+        }
         match message {
             Message::TaskAnnounce(a) => self.member_on_announce(from, a),
             Message::SkillOffer {
@@ -358,13 +367,14 @@ impl Agent {
                 skill,
                 changes,
             } => self.member_on_invite(from, task, skill, &changes),
-            Message::GroupAccept { task_id, changes } => {
-                self.coord_on_accept(from, task_id, &changes)
-            }
+            Message::GroupAccept {
+                task_id, changes, ..
+            } => self.coord_on_accept(from, task_id, &changes),
             Message::GroupReject {
                 task_id,
                 reason,
                 changes,
+                ..
             } => self.coord_on_reject(from, task_id, reason, &changes),
             Message::GroupFormed { task_id, changes } => {
                 self.member_on_group_message(from, task_id, &changes)
@@ -724,24 +734,6 @@ impl Agent {
                 snapshot: doc.save(),
             });
         }
-    }
-
-    /// Deterministic pseudo-random numbers from the seed (splitmix64).
-    fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// `base` ± 20 %, so agents do not act in lockstep.
-    fn jittered(&mut self, base: u64) -> u64 {
-        let spread = base / 5;
-        if spread == 0 {
-            return base;
-        }
-        base - spread + self.random() % (2 * spread + 1)
     }
 
     fn encode_all(&self, task_id: &TaskId) -> Vec<u8> {

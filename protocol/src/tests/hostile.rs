@@ -74,10 +74,12 @@ fn stray_and_forged_messages_are_ignored_without_a_state_change() {
     for msg in [
         Message::GroupAccept {
             task_id: task,
+            free_slots: 1,
             changes: vec![],
         },
         Message::TaskComplete {
             task_id: task,
+            free_slots: 1,
             success: true,
             changes: vec![],
         },
@@ -93,6 +95,7 @@ fn stray_and_forged_messages_are_ignored_without_a_state_change() {
         },
         Message::GroupReject {
             task_id: task,
+            free_slots: 1,
             reason: RejectReason::NoCapacity,
             changes: vec![],
         },
@@ -192,6 +195,7 @@ fn stray_and_forged_messages_are_ignored_without_a_state_change() {
         Audience::Agent(init),
         &Message::GroupAccept {
             task_id: task,
+            free_slots: 1,
             changes: vec![],
         },
     );

@@ -131,3 +131,60 @@ fn a_completion_that_overtakes_the_last_progress_update_still_finishes_the_task(
     );
     assert_eq!(mesh.finished(task).unwrap().1, Outcome::Completed);
 }
+
+#[test]
+fn a_member_is_sent_each_change_once() {
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    for seed in 10..14 {
+        mesh.worker(seed, "x", Level::Expert);
+    }
+    let task = mesh.announce(init, spec(&[("x", Level::Novice, 2)]));
+    assert!(mesh.run_until(10_000, |m| m.finished(task).is_some()));
+    mesh.run_for(100);
+    // Everything the coordinator sent each peer, change by change: the invitation
+    // carries the history so far, and what follows only what came after it.
+    let mut shipped: std::collections::BTreeMap<crate::AgentId, Vec<Vec<u8>>> = Default::default();
+    let limits = starling_crdt::Limits::default();
+    let mut messages = 0;
+    for (_, from, to, m) in &mesh.delivered {
+        let changes = match m {
+            crate::Message::GroupInvite { changes, .. }
+            | crate::Message::GroupFormed { changes, .. }
+            | crate::Message::TaskStart { changes, .. }
+            | crate::Message::GroupDissolve { changes, .. } => changes,
+            _ => continue,
+        };
+        if *from != init {
+            continue;
+        }
+        messages += 1;
+        let batch = starling_crdt::decode_batch(changes, &limits).unwrap();
+        shipped
+            .entry(*to)
+            .or_default()
+            .extend(batch.into_iter().map(|c| c.bytes));
+    }
+    assert!(
+        messages >= 2 * 4,
+        "invitation, formation, start, end per member: {messages}"
+    );
+    for (to, changes) in &shipped {
+        let distinct: std::collections::BTreeSet<&Vec<u8>> = changes.iter().collect();
+        assert_eq!(distinct.len(), changes.len(), "{to} got a change twice");
+    }
+    // The end carries only the last changes, yet members see that the coordinator
+    // has all of theirs: none is handed over again.
+    let ended = mesh
+        .delivered
+        .iter()
+        .find(|(_, _, _, m)| m.kind() == "group_dissolve")
+        .map(|(t, _, _, _)| *t)
+        .unwrap();
+    let after: Vec<_> = mesh
+        .delivered
+        .iter()
+        .filter(|(t, _, to, m)| *t > ended && *to == init && m.kind() == "crdt_changes")
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+}

@@ -343,3 +343,43 @@ fn a_failed_part_waits_for_a_holder_outside_the_group_instead_of_failing() {
         "one part per agent"
     );
 }
+
+#[test]
+fn each_part_has_its_own_retries() {
+    // Two parts, each first given to two experts whose work fails and then to a
+    // novice whose work succeeds: four failed results in all, two per part — within
+    // each part's retries (two), though more than two for the task.
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let failing = Exec::Auto {
+        duration_ms: 200,
+        success: false,
+    };
+    let working = Exec::Auto {
+        duration_ms: 200,
+        success: true,
+    };
+    let mut good = Vec::new();
+    for (i, skill) in ["a", "b"].into_iter().enumerate() {
+        let base = 10 + 10 * i as u8;
+        mesh.add(base, &[(skill, Level::Expert)], 1, failing, |_| {});
+        mesh.add(base + 1, &[(skill, Level::Expert)], 1, failing, |_| {});
+        good.push(mesh.add(base + 2, &[(skill, Level::Novice)], 1, working, |_| {}));
+    }
+    assert_eq!(mesh.agent(init).config().max_part_retries, 2);
+    let task = mesh.announce(
+        init,
+        spec(&[("a", Level::Novice, 1), ("b", Level::Novice, 1)]),
+    );
+    assert!(mesh.run_until(60_000, |m| m.finished(task).is_some()));
+    let (_, outcome, results) = mesh.finished(task).unwrap();
+    assert_eq!(outcome, Outcome::Completed, "{results:?}");
+    let mut members: Vec<_> = results.iter().map(|r| r.member).collect();
+    members.sort();
+    good.sort();
+    assert_eq!(members, good, "the novices did both parts");
+    let failed = mesh
+        .events_where(|a, e| *a == init && matches!(e, Event::MemberFailed { .. }))
+        .len();
+    assert_eq!(failed, 4, "two failed results per part");
+}

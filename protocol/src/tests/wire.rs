@@ -100,6 +100,7 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         (task_id(), ".{0,30}").prop_map(|(task_id, r)| Message::GroupReject {
             task_id,
+            free_slots: 1,
             reason: RejectReason::Other(r),
             changes: vec![7; 3],
         }),

@@ -3,15 +3,17 @@
 //! records membership in the group document, starts the work, watches the members,
 //! reassigns failed parts and finishes the task.
 //!
-//! Submodules: [`staffing`] (offers, invitations, announcements) and [`progress`]
+//! Submodules: [`staffing`] (offers, invitations, announcements), [`directed`]
+//! (staffing from the skill directory, without an announcement) and [`progress`]
 //! (starting, watching, reassigning, finishing).
 
+mod directed;
 mod progress;
 mod staffing;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use starling_crdt::{GroupDoc, GroupSpec, SkillNeed, TaskStatus};
+use starling_crdt::{ChangeHash, GroupDoc, GroupSpec, SkillNeed, TaskStatus, encode_batch};
 use tracing::debug;
 
 use super::{Agent, Event, TaskSpec, Timestamp};
@@ -47,6 +49,8 @@ pub(crate) struct Coordination {
     pub(in crate::agent) announce: TaskAnnounce,
     /// While collecting offers: when the window closes at the latest.
     pub(in crate::agent) collect_until: Option<Timestamp>,
+    /// When the current round of collecting offers began.
+    pub(in crate::agent) collecting_since: Timestamp,
     /// Offers per skill, best first.
     pub(in crate::agent) offers: BTreeMap<String, Vec<Candidate>>,
     /// Agents invited at some point (whose answers are expected).
@@ -69,13 +73,20 @@ pub(crate) struct Coordination {
     pub(in crate::agent) formed: bool,
     /// Skills that got no usable offer and must be announced again.
     pub(in crate::agent) needs_announce: BTreeSet<String>,
+    /// Whether the task went out over gossip yet (a directed one has not).
+    pub(in crate::agent) gossiped: bool,
     pub(in crate::agent) reannounce_at: Option<Timestamp>,
-    pub(in crate::agent) retries: u32,
+    /// Failed results so far, per skill: each place may be tried again
+    /// `max_part_retries` times.
+    pub(in crate::agent) retries: BTreeMap<String, u32>,
     pub(in crate::agent) next_heartbeat: Timestamp,
     /// The vote on the results, for tasks that ask for consensus.
     pub(in crate::agent) ballot: Option<super::voting::Ballot>,
     /// Proposals made so far (numbers the next one).
     pub(in crate::agent) proposals: u64,
+    /// Per peer, the heads of the document as last shipped to it: the next message
+    /// carries only what came after (see [`Agent::encode_for`]).
+    pub(in crate::agent) shipped: BTreeMap<AgentId, Vec<ChangeHash>>,
 }
 
 impl Coordination {
@@ -88,6 +99,7 @@ impl Coordination {
         Coordination {
             announce,
             collect_until: collecting.then_some(now + config.offer_window_ms),
+            collecting_since: now,
             offers: BTreeMap::new(),
             tried: BTreeSet::new(),
             barred: BTreeSet::new(),
@@ -98,11 +110,13 @@ impl Coordination {
             released: BTreeSet::new(),
             formed: false,
             needs_announce: BTreeSet::new(),
+            gossiped: collecting,
             reannounce_at: None,
-            retries: 0,
+            retries: BTreeMap::new(),
             next_heartbeat: now + config.heartbeat_interval_ms,
             ballot: None,
             proposals: 0,
+            shipped: BTreeMap::new(),
         }
     }
 
@@ -128,6 +142,8 @@ impl Coordination {
     }
 
     pub(crate) fn peer_down(&mut self, peer: AgentId, seen_due: Timestamp, invite_due: Timestamp) {
+        // What was shipped to it may not have arrived: the next message carries all.
+        self.shipped.remove(&peer);
         if let Some(t) = self.last_seen.get_mut(&peer) {
             *t = (*t).min(seen_due);
         }
@@ -138,6 +154,28 @@ impl Coordination {
 }
 
 impl Agent {
+    /// The changes of `task_id`'s document that `to` lacks as far as this coordinator
+    /// knows: those after what it last shipped to `to` (the whole history the first
+    /// time), so that no message repeats the history. A message lost on the way is
+    /// made good by anti-entropy: the member's heartbeat shows heads the coordinator
+    /// does not have, or the coordinator's shows heads the member lacks, and the two
+    /// sync.
+    pub(in crate::agent) fn encode_for(&mut self, task_id: &TaskId, to: AgentId) -> Vec<u8> {
+        let Some(doc) = self.docs.get(task_id) else {
+            return Vec::new();
+        };
+        let c = self.coordinating.get_mut(task_id);
+        let since = c
+            .as_ref()
+            .and_then(|c| c.shipped.get(&to))
+            .map_or(&[][..], |h| &h[..]);
+        let batch = encode_batch(&doc.changes_since(since));
+        if let Some(c) = c {
+            c.shipped.insert(to, doc.heads());
+        }
+        batch
+    }
+
     /// Validates a spec, then announces the task, waits for its dependencies, or fails
     /// it at once if a dependency failed.
     pub(super) fn announce_task(&mut self, spec: TaskSpec) -> Result<TaskId> {
@@ -267,23 +305,29 @@ impl Agent {
             self.config.crdt_limits.clone(),
         )?;
         self.docs.insert(task_id, doc);
-        for r in &announce.required {
-            self.publish(
-                skill_topic(&r.name),
-                Message::TaskAnnounce(announce.clone()),
-            );
+        let directed = self.directed_candidates(&announce);
+        if directed.is_none() {
+            for r in &announce.required {
+                self.publish(
+                    skill_topic(&r.name),
+                    Message::TaskAnnounce(announce.clone()),
+                );
+            }
         }
-        debug!(task = ?task_id, skills = announce.required.len(), "announced");
+        debug!(task = ?task_id, skills = announce.required.len(), directed = directed.is_some(), "announced");
         let skills = announce.required.iter().map(|r| r.name.clone()).collect();
-        self.coordinating.insert(
-            task_id,
-            Coordination::new(announce, self.now, &self.config, true),
-        );
+        let mut c = Coordination::new(announce, self.now, &self.config, directed.is_none());
+        c.offers = directed.unwrap_or_default();
+        let directed = !c.gossiped;
+        self.coordinating.insert(task_id, c);
         self.emit(Event::TaskAnnounced {
             task_id,
             round: 0,
             skills,
         });
+        if directed {
+            self.fill_vacancies(task_id);
+        }
         Ok(())
     }
 

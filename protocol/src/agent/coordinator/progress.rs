@@ -161,16 +161,10 @@ impl Agent {
         }
         c.released.extend(surplus.iter().copied());
 
-        let changes = self.encode_all(&task_id);
         if newly_formed {
             for (_, m) in &selected {
-                self.send(
-                    *m,
-                    Message::GroupFormed {
-                        task_id,
-                        changes: changes.clone(),
-                    },
-                );
+                let changes = self.encode_for(&task_id, *m);
+                self.send(*m, Message::GroupFormed { task_id, changes });
             }
             debug!(task = ?task_id, members = selected.len(), "group formed");
             self.emit(Event::GroupFormed {
@@ -180,12 +174,13 @@ impl Agent {
         }
         for (skill, m, resume_from, replaces) in to_start {
             let resumed = resume_from.is_some();
+            let changes = self.encode_for(&task_id, m);
             self.send(
                 m,
                 Message::TaskStart {
                     task_id,
                     resume_from,
-                    changes: changes.clone(),
+                    changes,
                 },
             );
             if replaces {
@@ -199,12 +194,13 @@ impl Agent {
         }
         for m in surplus {
             let outcome = Outcome::Failed("not needed".into());
+            let changes = self.encode_for(&task_id, m);
             self.send(
                 m,
                 Message::GroupDissolve {
                     task_id,
                     outcome,
-                    changes: changes.clone(),
+                    changes,
                 },
             );
         }
@@ -228,16 +224,28 @@ impl Agent {
             }
             return;
         }
-        let retries = self.coordinating.get(&task_id).map_or(0, |c| c.retries);
-        if retries >= self.config.max_part_retries {
-            let (skill, m) = &failed[0];
-            return self.finish(
-                task_id,
-                Outcome::Failed(format!("part {skill} failed (last tried by {m})")),
-            );
+        // Retries are counted per skill, so one unlucky part does not spend the
+        // tries of the others: a place of a skill needed twice may fail twice as
+        // often before the task fails.
+        let Some(c) = self.coordinating.get_mut(&task_id) else {
+            return;
+        };
+        let per_place = self.config.max_part_retries;
+        let spent = failed.iter().find(|(skill, _)| {
+            let places = c
+                .announce
+                .required
+                .iter()
+                .find(|r| r.name == *skill)
+                .map_or(1, |r| r.count);
+            c.retries.get(skill).copied().unwrap_or(0) >= per_place.saturating_mul(places)
+        });
+        if let Some((skill, m)) = spent {
+            let why = format!("part {skill} failed (last tried by {m})");
+            return self.finish(task_id, Outcome::Failed(why));
         }
-        if let Some(c) = self.coordinating.get_mut(&task_id) {
-            c.retries += 1;
+        for (skill, _) in &failed {
+            *c.retries.entry(skill.clone()).or_default() += 1;
         }
         for (skill, m) in failed {
             self.fail_member(task_id, m, &skill, "its part failed");
@@ -323,6 +331,7 @@ impl Agent {
         for a in &expired {
             debug!(task = ?task_id, peer = %a, "invitation timed out");
             self.reputation.entry(*a).or_default().observe(false, alpha);
+            self.directory.forget(*a);
         }
         if !silent.is_empty() {
             let skills: BTreeMap<AgentId, String> = self
@@ -440,14 +449,14 @@ impl Agent {
                 .or_default()
                 .observe(r.success, alpha);
         }
-        let changes = self.encode_all(&task_id);
         for m in notify {
+            let changes = self.encode_for(&task_id, m);
             self.send(
                 m,
                 Message::GroupDissolve {
                     task_id,
                     outcome: outcome.clone(),
-                    changes: changes.clone(),
+                    changes,
                 },
             );
         }

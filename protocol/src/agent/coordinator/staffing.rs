@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use starling_crdt::MemberStatus;
+use starling_crdt::{GroupDoc, MemberStatus};
 use tracing::debug;
 
 use super::{Candidate, Invitation};
@@ -38,6 +38,9 @@ impl Agent {
         if skill.level < req.min_level {
             return self.stray(from, "offer below the minimum level");
         }
+        let capacity = self.config.directory_capacity;
+        self.directory
+            .learn_skill(from, &skill, (free, max), self.now, capacity);
         let list = c.offers.entry(skill.name.clone()).or_default();
         if list.iter().any(|o| o.agent == from) {
             return self.stray(from, "duplicate offer");
@@ -49,11 +52,23 @@ impl Agent {
             .unwrap_or(list.len());
         list.insert(pos, Candidate { agent: from, score });
         if c.collect_until.is_some() {
-            if self.enough_offers(task_id) {
+            let per_slot = 1 + self.config.standbys_per_slot as usize;
+            if self.enough_offers(task_id, per_slot) {
                 if let Some(c) = self.coordinating.get_mut(&task_id) {
                     c.collect_until = None;
                 }
                 self.fill_vacancies(task_id);
+            } else if self.enough_offers(task_id, 1) {
+                // Every place has an offer but not every standby: wait for better
+                // offers as long again as these took (at least a tenth of the
+                // window), not the whole window — the window is for when few
+                // answer, and the first answers show how long answering takes now.
+                let now = self.now;
+                let least = self.config.offer_window_ms / 10;
+                if let Some(c) = self.coordinating.get_mut(&task_id) {
+                    let took = now.saturating_sub(c.collecting_since).max(least);
+                    c.collect_until = c.collect_until.map(|t| t.min(now + took));
+                }
             }
         } else {
             self.fill_vacancies(task_id);
@@ -91,7 +106,7 @@ impl Agent {
     /// open, and ones the document shows in the group, failed, or gone for good.
     /// What is left are agents never invited, and agents whose refusal or silence
     /// answered an earlier invitation and who offered again.
-    fn not_invitable(&self, task_id: TaskId) -> BTreeSet<AgentId> {
+    pub(in crate::agent) fn not_invitable(&self, task_id: TaskId) -> BTreeSet<AgentId> {
         let Some(c) = self.coordinating.get(&task_id) else {
             return BTreeSet::new();
         };
@@ -112,11 +127,11 @@ impl Agent {
         out
     }
 
-    pub(in crate::agent) fn enough_offers(&self, task_id: TaskId) -> bool {
+    /// Whether every open place has `per_slot` usable offers.
+    pub(in crate::agent) fn enough_offers(&self, task_id: TaskId, per_slot: usize) -> bool {
         let Some(c) = self.coordinating.get(&task_id) else {
             return false;
         };
-        let per_slot = 1 + self.config.standbys_per_slot as usize;
         let skip = self.not_invitable(task_id);
         self.vacancies(task_id).iter().all(|(skill, n)| {
             let usable = c
@@ -144,13 +159,17 @@ impl Agent {
                 };
                 let list = c.offers.entry(skill.clone()).or_default();
                 let next = list.iter().position(|o| !skip.contains(&o.agent));
+                let directed = !c.gossiped;
                 match next.map(|i| list.remove(i)) {
                     Some(cand) => {
                         self.invite(task_id, cand.agent, &skill, cand.score);
                         need -= 1;
                     }
+                    None if directed && self.draw_more(task_id, &skill, need) => {}
                     None => {
-                        c.needs_announce.insert(skill.clone());
+                        if let Some(c) = self.coordinating.get_mut(&task_id) {
+                            c.needs_announce.insert(skill.clone());
+                        }
                         break;
                     }
                 }
@@ -162,7 +181,13 @@ impl Agent {
             && !c.needs_announce.is_empty()
             && c.reannounce_at.is_none()
         {
-            c.reannounce_at = Some(self.now + delay);
+            // A directed task whose candidates ran out is announced at once: nobody
+            // has been asked yet who might offer.
+            c.reannounce_at = Some(if c.gossiped {
+                self.now + delay
+            } else {
+                self.now
+            });
         }
     }
 
@@ -186,6 +211,7 @@ impl Agent {
             return;
         };
         c.tried.insert(agent);
+        self.directory.reserve(agent);
         c.invited.insert(
             agent,
             Invitation {
@@ -194,7 +220,13 @@ impl Agent {
             },
         );
         let task = c.announce.clone();
+        // The whole history: an invitee keeps no replica of a group it declined, so
+        // a second invitation cannot build on the first. What follows builds on it.
         let changes = self.encode_all(&task_id);
+        let heads = self.docs.get(&task_id).map(GroupDoc::heads);
+        if let (Some(c), Some(heads)) = (self.coordinating.get_mut(&task_id), heads) {
+            c.shipped.insert(agent, heads);
+        }
         debug!(task = ?task_id, peer = %agent, skill, "invite");
         self.send(
             agent,
@@ -227,7 +259,9 @@ impl Agent {
             );
         }
         c.announce.round += 1;
+        c.gossiped = true;
         c.collect_until = Some(self.now + self.config.offer_window_ms);
+        c.collecting_since = self.now;
         let announce = c.announce.clone();
         let skills: Vec<String> = std::mem::take(&mut c.needs_announce).into_iter().collect();
         for s in &skills {
@@ -276,13 +310,14 @@ impl Agent {
         let Some(c) = self.coordinating.get_mut(&task_id) else {
             return self.stray(from, "reject for an unknown task");
         };
-        if c.invited.remove(&from).is_none() {
+        let Some(invitation) = c.invited.remove(&from) else {
             return self.stray(from, "reject without an open invitation");
-        }
+        };
         // No free slot is a passing state: the agent offers again once it has one.
         // Anything else means it cannot take this part.
         if reason != RejectReason::NoCapacity {
             c.barred.insert(from);
+            self.directory.forget_skill(from, &invitation.skill);
         }
         debug!(task = ?task_id, peer = %from, ?reason, "invitation declined");
         if !changes.is_empty() {
