@@ -79,14 +79,23 @@ impl Agent {
         if self.qualifying(&announce).is_empty() {
             return;
         }
-        if self.can_offer() {
-            self.offer(from, &announce);
+        let entry = BacklogEntry {
+            announce,
+            from,
+            received_at: self.now,
+        };
+        // A free slot goes to the task of highest effective priority this agent
+        // knows of, not to whichever announcement arrives first: a waiting task that
+        // outranks this one is offered to first, and this one waits its turn.
+        let outranked = self
+            .backlog
+            .values()
+            .any(|b| self.effective_priority(b) > self.effective_priority(&entry));
+        if self.can_offer() && !outranked {
+            self.offer(from, &entry.announce);
         } else {
-            self.add_to_backlog(BacklogEntry {
-                announce,
-                from,
-                received_at: self.now,
-            });
+            self.add_to_backlog(entry);
+            self.offer_from_backlog();
         }
     }
 

@@ -171,3 +171,44 @@ fn dependencies_order_execution_and_a_failed_dependency_fails_its_dependents() {
         .is_empty()
     );
 }
+
+#[test]
+fn a_freed_slot_goes_to_the_waiting_task_of_highest_priority_not_the_next_announced() {
+    let mut mesh = Mesh::new();
+    // Invitations are slow: the one for `expiring` arrives after its deadline, is
+    // declined, and so frees the worker's one outstanding offer with nobody invited.
+    mesh.slow_kind = Some(("group_invite", 500));
+    let ix = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    // The low task's initiator asks again often, the critical one's rarely: in
+    // arrival order the low task would win the freed slot.
+    let il = mesh.add(2, &[], 1, Exec::Manual, |c| c.reannounce_interval_ms = 300);
+    let ic = mesh.add(3, &[], 1, Exec::Manual, |c| {
+        c.reannounce_interval_ms = 5_000
+    });
+    let worker = mesh.add(10, &[("x", Level::Expert)], 1, Exec::Manual, |c| {
+        c.offers_per_free_slot = 1
+    });
+    let mut s = spec(&[("x", Level::Novice, 1)]);
+    s.deadline_ms = Some(400);
+    let expiring = mesh.announce(ix, s);
+    mesh.run_for(10);
+    let mut low = spec(&[("x", Level::Novice, 1)]);
+    low.priority = Priority::Low;
+    let low = mesh.announce(il, low);
+    mesh.run_for(10);
+    let mut critical = spec(&[("x", Level::Novice, 1)]);
+    critical.priority = Priority::Critical;
+    let critical = mesh.announce(ic, critical);
+    assert!(mesh.run_until(3_000, |m| m.agent(worker).slots_used() == 1));
+    let offers: Vec<Option<crate::TaskId>> = mesh
+        .sent_by(worker, "skill_offer")
+        .iter()
+        .map(|(_, m)| m.task_id())
+        .collect();
+    assert_eq!(offers[0], Some(expiring));
+    assert_eq!(
+        offers[1],
+        Some(critical),
+        "after the decline the critical task is offered to, not the low one ({low}): {offers:?}"
+    );
+}

@@ -73,7 +73,9 @@ pub(crate) struct Coordination {
     pub(in crate::agent) formed: bool,
     /// Skills that got no usable offer and must be announced again.
     pub(in crate::agent) needs_announce: BTreeSet<String>,
-    /// Whether the task went out over gossip yet (a directed one has not).
+    /// Whether this coordinator announced the task over gossip yet: a directed task
+    /// has not, nor has one taken over from another coordinator. Until it has, a skill
+    /// out of candidates is drawn from the directory again and then announced at once.
     pub(in crate::agent) gossiped: bool,
     pub(in crate::agent) reannounce_at: Option<Timestamp>,
     /// Failed results so far, per skill: each place may be tried again
