@@ -133,6 +133,11 @@ pub struct Report {
     pub bytes_per_task: f64,
     /// Messages delivered to the protocol (verified envelopes).
     pub delivered: u64,
+    /// Deliveries per announced task (every receiver of a publish counts).
+    pub deliveries_per_task: f64,
+    /// Process CPU per announced task over the run, ms (all agents' work, Kademlia
+    /// and gossip upkeep included).
+    pub cpu_ms_per_task: f64,
     /// Envelope signature checks per delivered message (1.0: each verified once).
     pub verifications_per_delivery: f64,
     /// Process CPU seconds during the run (startup excluded).
@@ -209,8 +214,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  per task                   {:.1} messages, {:.0} bytes on the wire",
-            self.messages_per_task, self.bytes_per_task
+            "  per task                   {:.1} messages ({:.1} deliveries), {:.0} bytes on the wire, {:.1} ms CPU",
+            self.messages_per_task,
+            self.deliveries_per_task,
+            self.bytes_per_task,
+            self.cpu_ms_per_task
         );
         let _ = writeln!(
             out,

@@ -353,6 +353,8 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
         messages_per_task: sent / n_tasks,
         bytes_per_task: bytes / n_tasks,
         delivered: delivered as u64,
+        deliveries_per_task: delivered / n_tasks,
+        cpu_ms_per_task: cpu_s * 1000.0 / n_tasks,
         verifications_per_delivery: if delivered > 0.0 {
             verifications / delivered
         } else {
