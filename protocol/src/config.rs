@@ -65,6 +65,10 @@ pub struct AgentConfig {
     pub directory_capacity: usize,
     /// A directory entry not heard from for this long is dropped. Default 2 min.
     pub directory_ttl_ms: u64,
+    /// A member writes its executor's checkpoints into the group document at most
+    /// this often (progress itself reaches the coordinator at once, as a plain
+    /// message). Default 1 s: a replacement redoes at most about this much work.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -91,6 +95,7 @@ impl Default for AgentConfig {
             directed_formation: true,
             directory_capacity: 4_096,
             directory_ttl_ms: 120_000,
+            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -145,6 +150,7 @@ impl AgentConfig {
             ("invite_timeout_ms", self.invite_timeout_ms),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("reannounce_interval_ms", self.reannounce_interval_ms),
+            ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("aging_interval_ms", self.aging_interval_ms),
             ("default_deadline_ms", self.default_deadline_ms),
             ("directory_ttl_ms", self.directory_ttl_ms),

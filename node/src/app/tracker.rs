@@ -283,6 +283,7 @@ impl TaskTracker {
                 task_id,
                 member,
                 progress,
+                ..
             } => {
                 let mut overall = 0.0;
                 Self::with(records, *task_id, Running, |r| {

@@ -119,9 +119,15 @@ fn agent_event(e: &Event, executor_of: impl Fn(&str) -> &'static str) -> (&'stat
             task_id,
             member,
             progress,
+            checkpointed,
         } => (
             "task_progress",
-            json!({ "task_id": task_id.to_string(), "member": member.to_string(), "progress": progress }),
+            json!({
+                "task_id": task_id.to_string(),
+                "member": member.to_string(),
+                "progress": progress,
+                "checkpointed": checkpointed,
+            }),
         ),
         Event::MemberFailed {
             task_id,

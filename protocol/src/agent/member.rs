@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use starling_crdt::{GroupDoc, TaskOutcome, decode_batch, encode_batch};
 use tracing::debug;
 
-use super::{Agent, Assignment, Event, Timestamp};
+use super::{Agent, Assignment, Event, Timestamp, checkpoints::Pacer};
 use crate::{
     AgentConfig, AgentId, Message, Outcome, ProtocolError, RejectReason, Result, TaskAnnounce,
     TaskId, scoring,
@@ -39,6 +39,8 @@ pub(crate) struct Membership {
     suspected: BTreeSet<AgentId>,
     /// A proposal to vote on once this replica holds every result.
     pub(crate) pending_proposal: Option<(AgentId, crate::consensus::Proposal)>,
+    /// Checkpoints on their way into the document.
+    pub(crate) pacer: Pacer,
 }
 
 impl Membership {
@@ -50,7 +52,22 @@ impl Membership {
         } else {
             drop_at
         };
-        Some(self.next_heartbeat.min(suspicion).min(drop_at))
+        let checkpoint = self
+            .pacer
+            .next_due(config.checkpoint_interval_ms)
+            .unwrap_or(drop_at);
+        Some(
+            self.next_heartbeat
+                .min(suspicion)
+                .min(drop_at)
+                .min(checkpoint),
+        )
+    }
+
+    /// A message to the coordinator is as good as a heartbeat: the next one waits
+    /// a whole interval from `now`.
+    pub(crate) fn spoke(&mut self, now: Timestamp, interval: u64) {
+        self.next_heartbeat = self.next_heartbeat.max(now + interval);
     }
 }
 
@@ -338,6 +355,7 @@ impl Agent {
                 next_heartbeat: self.now + self.config.heartbeat_interval_ms,
                 suspected: BTreeSet::new(),
                 pending_proposal: None,
+                pacer: Pacer::default(),
             },
         );
     }
@@ -396,6 +414,7 @@ impl Agent {
             return self.stray(from, "duplicate start");
         }
         m.started_at = Some(now);
+        m.pacer = Pacer::started(now);
         let assignment = Assignment {
             task_id,
             skill: m.skill.clone(),
@@ -421,31 +440,6 @@ impl Agent {
         self.emit(Event::TaskAssigned(assignment));
     }
 
-    pub(super) fn member_progress(
-        &mut self,
-        task_id: TaskId,
-        progress: f64,
-        checkpoint: Option<Vec<u8>>,
-    ) -> Result<()> {
-        let m = self.working(task_id)?;
-        let coordinator = m.coordinator;
-        let now = self.now;
-        let doc = self
-            .docs
-            .get_mut(&task_id)
-            .ok_or_else(|| not_member(task_id))?;
-        let change = doc.report_progress(progress, checkpoint.as_deref(), now)?;
-        self.send(
-            coordinator,
-            Message::TaskUpdate {
-                task_id,
-                progress,
-                changes: encode_batch(&[change]),
-            },
-        );
-        Ok(())
-    }
-
     pub(super) fn member_complete(
         &mut self,
         task_id: TaskId,
@@ -467,6 +461,7 @@ impl Agent {
         if let Some(m) = self.memberships.get_mut(&task_id) {
             m.part_done = true;
             m.holds_slot = false;
+            m.pacer.discard();
         }
         self.send(
             coordinator,
@@ -494,7 +489,7 @@ impl Agent {
         Ok(())
     }
 
-    fn working(&self, task_id: TaskId) -> Result<&Membership> {
+    pub(super) fn working(&self, task_id: TaskId) -> Result<&Membership> {
         match self.memberships.get(&task_id) {
             Some(m) if m.started_at.is_some() && !m.part_done => Ok(m),
             Some(_) => Err(ProtocolError::Refused(format!(
@@ -568,6 +563,7 @@ impl Agent {
     }
 
     pub(super) fn member_tick(&mut self, task_id: TaskId) {
+        self.write_due_checkpoint(task_id);
         let now = self.now;
         let timeout = self.config.suspicion_timeout_ms;
         let Some(m) = self.memberships.get_mut(&task_id) else {
@@ -660,6 +656,6 @@ impl Agent {
     }
 }
 
-fn not_member(task_id: TaskId) -> ProtocolError {
+pub(super) fn not_member(task_id: TaskId) -> ProtocolError {
     ProtocolError::Refused(format!("not a member of {task_id}"))
 }

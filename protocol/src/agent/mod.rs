@@ -11,6 +11,7 @@
 //! offers its skills, accepts invitations it can honour, runs its part and watches its
 //! coordinator ([`member`]). Both roles of one task share one group document.
 
+mod checkpoints;
 pub mod coordinator;
 mod directory;
 mod handover;

@@ -179,6 +179,12 @@ pub enum Event {
         member: AgentId,
         /// 0..=1.
         progress: f64,
+        /// Whether the update wrote a checkpoint into the group document (a
+        /// replacement would resume from it). Checkpoints are paced (see
+        /// `AgentConfig::checkpoint_interval_ms`): a held one is written later with
+        /// the progress it came with, so a progress value may be reported twice,
+        /// the second time with its checkpoint.
+        checkpointed: bool,
     },
     /// A member of a task we coordinate was declared failed; its part is reassigned.
     MemberFailed {

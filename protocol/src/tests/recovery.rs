@@ -90,7 +90,10 @@ fn a_silent_member_is_replaced_and_the_replacement_resumes_from_its_checkpoint()
             checkpoint: Some(b"frame-40".to_vec()),
         },
     );
-    mesh.run_for(100);
+    // A checkpoint goes into the document once the interval since the start has
+    // passed — here by the member's tick, with no further report.
+    let interval = mesh.agent(first).config().checkpoint_interval_ms;
+    mesh.run_for(interval + 100);
     let failed_at = mesh.now;
     mesh.kill(first);
     assert!(mesh.run_until(60_000, |m| m.finished(task).is_some()));
@@ -382,4 +385,69 @@ fn each_part_has_its_own_retries() {
         .events_where(|a, e| *a == init && matches!(e, Event::MemberFailed { .. }))
         .len();
     assert_eq!(failed, 4, "two failed results per part");
+}
+
+#[test]
+fn progress_reaches_the_coordinator_at_once_but_the_document_gets_one_checkpoint_per_interval() {
+    let mut mesh = Mesh::new();
+    let init = mesh.add(1, &[], 1, Exec::Manual, |_| {});
+    let worker = mesh.add(10, &[("render", Level::Expert)], 1, Exec::Manual, |_| {});
+    let task = mesh.announce(init, spec(&[("render", Level::Novice, 1)]));
+    assert!(mesh.run_until(10_000, |m| {
+        !m.events_where(|a, e| *a == worker && matches!(e, Event::TaskAssigned(_)))
+            .is_empty()
+    }));
+    let interval = mesh.agent(worker).config().checkpoint_interval_ms;
+    // The member's start (its activation) reaches the coordinator first.
+    mesh.run_for(interval / 20);
+    let changes_at_start = mesh.document(init, task).unwrap().change_count();
+    // Ten reports within the first interval, each with a checkpoint.
+    for i in 1..=10u8 {
+        mesh.command(
+            worker,
+            Command::Progress {
+                task_id: task,
+                progress: f64::from(i) / 20.0,
+                checkpoint: Some(vec![i]),
+            },
+        );
+        mesh.run_for(interval / 20);
+    }
+    let heard = mesh.events_where(|a, e| {
+        *a == init && matches!(e, Event::TaskProgress { member, .. } if *member == worker)
+    });
+    assert_eq!(heard.len(), 10, "every report reaches the coordinator");
+    let doc = mesh.document(init, task).unwrap();
+    assert_eq!(
+        doc.change_count(),
+        changes_at_start,
+        "no checkpoint is written before the interval has passed"
+    );
+    assert_eq!(
+        mesh.sent_by(worker, "task_update").len(),
+        10,
+        "one plain update per report"
+    );
+    // Once the interval has passed, the newest checkpoint is written, once.
+    mesh.run_for(interval);
+    let doc = mesh.document(init, task).unwrap();
+    assert_eq!(doc.change_count(), changes_at_start + 1);
+    let view = doc.view().unwrap();
+    let member = view.member(worker.key()).unwrap();
+    assert_eq!(member.checkpoint.as_deref(), Some(&[10u8][..]));
+    assert_eq!(member.progress, 0.5);
+    let checkpointed = mesh.events_where(|a, e| {
+        *a == init && matches!(e, Event::TaskProgress { member, checkpointed: true, progress, .. } if *member == worker && *progress == 0.5)
+    });
+    assert_eq!(
+        checkpointed.len(),
+        1,
+        "the coordinator hears of the checkpoint"
+    );
+    mesh.run_for(3 * interval);
+    assert_eq!(
+        mesh.document(init, task).unwrap().change_count(),
+        changes_at_start + 1,
+        "a written checkpoint is not written again"
+    );
 }

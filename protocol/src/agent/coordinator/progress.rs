@@ -33,6 +33,7 @@ impl Agent {
                 task_id,
                 member: from,
                 progress: progress.clamp(0.0, 1.0),
+                checkpointed: carried > 0,
             });
         }
     }
