@@ -33,7 +33,9 @@ impl Agent {
                 task_id,
                 member: from,
                 progress: progress.clamp(0.0, 1.0),
-                checkpointed: carried > 0,
+                // What this update wrote, not what it claims: a refused or
+                // already-known change writes nothing.
+                checkpointed: applied > 0,
             });
         }
     }
