@@ -11,8 +11,14 @@
 //! checkpoint that arrives early is held — the newest replaces an older one — and
 //! written when the interval has passed, by the next report or by the agent's tick,
 //! whichever comes first. The result supersedes a held checkpoint.
+//!
+//! The member's own status change when it starts (active) rides on its first
+//! update or its completion, not a message of its own: nothing waits on it, and a
+//! part's first report follows its start closely. If neither comes before the next
+//! heartbeat, the heads in that heartbeat bring it to the coordinator by
+//! anti-entropy.
 
-use starling_crdt::encode_batch;
+use starling_crdt::{SignedChange, encode_batch};
 
 use super::{Agent, Timestamp, member::not_member};
 use crate::{Message, Result, TaskId};
@@ -24,6 +30,8 @@ pub(crate) struct Pacer {
     written_at: Timestamp,
     /// The newest checkpoint not written yet, with the progress it came with.
     held: Option<(f64, Vec<u8>)>,
+    /// Own changes written but not yet sent: they go with the next update.
+    unsent: Vec<SignedChange>,
 }
 
 impl Pacer {
@@ -32,7 +40,20 @@ impl Pacer {
         Pacer {
             written_at: now,
             held: None,
+            unsent: Vec::new(),
         }
+    }
+
+    /// A change of ours to send with the next update.
+    pub(crate) fn send_later(&mut self, change: SignedChange) {
+        self.unsent.push(change);
+    }
+
+    /// The changes waiting for an update, followed by `change`, if any.
+    pub(crate) fn batch_with(&mut self, change: Option<SignedChange>) -> Vec<SignedChange> {
+        let mut out = std::mem::take(&mut self.unsent);
+        out.extend(change);
+        out
     }
 
     /// Takes a report: a checkpoint is held; returns the checkpoint to write now, if
@@ -91,16 +112,17 @@ impl Agent {
             .ok_or_else(|| not_member(task_id))?;
         m.spoke(now, heartbeat);
         let due = m.pacer.report(now, interval, progress, checkpoint);
-        let changes = match due {
+        let change = match due {
             Some((at, cp)) => {
                 let doc = self
                     .docs
                     .get_mut(&task_id)
                     .ok_or_else(|| not_member(task_id))?;
-                vec![doc.report_progress(at, Some(&cp), now)?]
+                Some(doc.report_progress(at, Some(&cp), now)?)
             }
-            None => Vec::new(),
+            None => None,
         };
+        let changes = self.with_unsent(task_id, change);
         self.send(
             coordinator,
             Message::TaskUpdate {
@@ -110,6 +132,19 @@ impl Agent {
             },
         );
         Ok(())
+    }
+
+    /// Our changes for `task_id` not sent yet, followed by `change`: what the next
+    /// message carrying our changes carries.
+    pub(super) fn with_unsent(
+        &mut self,
+        task_id: TaskId,
+        change: Option<SignedChange>,
+    ) -> Vec<SignedChange> {
+        match self.memberships.get_mut(&task_id) {
+            Some(m) => m.pacer.batch_with(change),
+            None => change.into_iter().collect(),
+        }
     }
 
     /// Writes a held checkpoint whose interval has passed (from the tick).
@@ -127,14 +162,17 @@ impl Agent {
             return;
         };
         match doc.report_progress(progress, Some(&cp), now) {
-            Ok(change) => self.send(
-                coordinator,
-                Message::TaskUpdate {
-                    task_id,
-                    progress,
-                    changes: encode_batch(&[change]),
-                },
-            ),
+            Ok(change) => {
+                let changes = self.with_unsent(task_id, Some(change));
+                self.send(
+                    coordinator,
+                    Message::TaskUpdate {
+                        task_id,
+                        progress,
+                        changes: encode_batch(&changes),
+                    },
+                )
+            }
             Err(e) => tracing::debug!(task = ?task_id, error = %e, "checkpoint not written"),
         }
     }

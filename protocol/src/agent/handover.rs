@@ -63,12 +63,22 @@ impl Agent {
         change: SignedChange,
         peers: &[AgentId],
     ) {
+        self.share_changes(task_id, vec![change], peers);
+    }
+
+    /// Pushes new changes of ours to `peers`.
+    pub(super) fn share_changes(
+        &mut self,
+        task_id: TaskId,
+        changes: Vec<SignedChange>,
+        peers: &[AgentId],
+    ) {
         let Some(doc) = self.docs.get(&task_id) else {
             return;
         };
         let sync = SyncMessage {
             heads: doc.heads(),
-            changes: vec![change],
+            changes,
         }
         .encode();
         for p in peers {

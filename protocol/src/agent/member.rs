@@ -424,12 +424,14 @@ impl Agent {
             resume_from,
             deadline_ms: m.task.deadline_ms,
         };
+        // Sent with the first update or the result (see `checkpoints`).
         if let Some(change) = self
             .docs
             .get_mut(&task_id)
             .and_then(|d| d.activate(now).ok())
+            && let Some(m) = self.memberships.get_mut(&task_id)
         {
-            self.share_change(task_id, change, &[from]);
+            m.pacer.send_later(change);
         }
         let mut assignment = assignment;
         assignment.metrics = self
@@ -458,10 +460,12 @@ impl Agent {
             .get_mut(&task_id)
             .ok_or_else(|| not_member(task_id))?;
         let change = doc.record_result(success, &result, now)?;
+        let mut changes = vec![change];
         if let Some(m) = self.memberships.get_mut(&task_id) {
             m.part_done = true;
             m.holds_slot = false;
             m.pacer.discard();
+            changes = m.pacer.batch_with(changes.pop());
         }
         self.send(
             coordinator,
@@ -469,7 +473,7 @@ impl Agent {
                 task_id,
                 success,
                 free_slots: self.free_slots(),
-                changes: encode_batch(&[change]),
+                changes: encode_batch(&changes),
             },
         );
         let (alpha, streak_needed) = (self.config.ewma_alpha, self.config.promotion_streak);
@@ -547,12 +551,13 @@ impl Agent {
 
     pub(super) fn member_leave(&mut self, task_id: TaskId) {
         let now = self.now;
-        let Some(m) = self.memberships.remove(&task_id) else {
+        let Some(mut m) = self.memberships.remove(&task_id) else {
             return;
         };
         if !m.part_done {
             if let Some(change) = self.docs.get_mut(&task_id).and_then(|d| d.leave(now).ok()) {
-                self.share_change(task_id, change, &[m.coordinator]);
+                let changes = m.pacer.batch_with(Some(change));
+                self.share_changes(task_id, changes, &[m.coordinator]);
             }
             self.emit(Event::AssignmentEnded {
                 task_id,
@@ -604,7 +609,8 @@ impl Agent {
                 .and_then(|d| d.suspect(coordinator.key(), now).ok())
             {
                 let peers = self.group_peers(task_id);
-                self.share_change(task_id, change, &peers);
+                let changes = self.with_unsent(task_id, Some(change));
+                self.share_changes(task_id, changes, &peers);
             }
             self.member_check_coordinator(task_id);
         }

@@ -398,10 +398,11 @@ fn progress_reaches_the_coordinator_at_once_but_the_document_gets_one_checkpoint
             .is_empty()
     }));
     let interval = mesh.agent(worker).config().checkpoint_interval_ms;
-    // The member's start (its activation) reaches the coordinator first.
     mesh.run_for(interval / 20);
-    let changes_at_start = mesh.document(init, task).unwrap().change_count();
-    // Ten reports within the first interval, each with a checkpoint.
+    let before_start = mesh.document(init, task).unwrap().change_count();
+    // Ten reports within the first interval, each with a checkpoint. The member's
+    // start (its activation) rides on the first: one change, and no checkpoint.
+    let mut changes_at_start = before_start;
     for i in 1..=10u8 {
         mesh.command(
             worker,
@@ -412,6 +413,15 @@ fn progress_reaches_the_coordinator_at_once_but_the_document_gets_one_checkpoint
             },
         );
         mesh.run_for(interval / 20);
+        if i == 1 {
+            let doc = mesh.document(init, task).unwrap();
+            assert_eq!(doc.change_count(), before_start + 1, "the activation came");
+            let view = doc.view().unwrap();
+            let member = view.member(worker.key()).unwrap();
+            assert_eq!(member.status, starling_crdt::MemberStatus::Active);
+            assert_eq!(member.checkpoint, None, "and no checkpoint with it");
+            changes_at_start = doc.change_count();
+        }
     }
     let heard = mesh.events_where(|a, e| {
         *a == init && matches!(e, Event::TaskProgress { member, .. } if *member == worker)
