@@ -135,6 +135,8 @@ pub struct Report {
     pub delivered: u64,
     /// Deliveries per announced task (every receiver of a publish counts).
     pub deliveries_per_task: f64,
+    /// The same, per message kind (`task_update`, `heartbeat`, `card`, …).
+    pub deliveries_by_kind: std::collections::BTreeMap<String, f64>,
     /// Process CPU per announced task over the run, ms (all agents' work, Kademlia
     /// and gossip upkeep included).
     pub cpu_ms_per_task: f64,

@@ -150,6 +150,22 @@ fn metric_sum(texts: &[String], name: &str, filter: &str) -> f64 {
         .sum()
 }
 
+/// The `kind` labels of delivered messages in the nodes' metrics.
+fn message_kinds(texts: &[String]) -> std::collections::BTreeSet<String> {
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.starts_with("starling_messages_in_total{"))
+        .filter_map(|l| {
+            l.split("kind=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(String::from)
+        })
+        .collect()
+}
+
 async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     let workload = generate(opts);
     let faults = LinkFaults::new();
@@ -325,6 +341,15 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
     };
     let sent = during("starling_messages_out_total", "");
     let delivered = during("starling_messages_in_total", "");
+    let deliveries_by_kind = message_kinds(&texts)
+        .into_iter()
+        .map(|kind| {
+            let filter = format!("kind=\"{kind}\"");
+            let n = during("starling_messages_in_total", &filter);
+            (kind, n / announced.len().max(1) as f64)
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
     let verifications = during("starling_signature_verifications_total", "");
     let bytes = during("libp2p_bandwidth_bytes_total", "direction=\"Outbound\"");
     let n_tasks = announced.len().max(1) as f64;
@@ -354,6 +379,7 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
         bytes_per_task: bytes / n_tasks,
         delivered: delivered as u64,
         deliveries_per_task: delivered / n_tasks,
+        deliveries_by_kind,
         cpu_ms_per_task: cpu_s * 1000.0 / n_tasks,
         verifications_per_delivery: if delivered > 0.0 {
             verifications / delivered
