@@ -118,6 +118,7 @@ impl StarlingBehaviour {
     /// Builds the behaviour for `key` with the node's settings.
     pub fn new(key: &identity::Keypair, config: &NodeConfig) -> Result<Self> {
         let err = |e: String| NodeError::Swarm(e);
+        let cards_topic = gossipsub::IdentTopic::new(starling_protocol::card::CARDS_TOPIC).hash();
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Anonymous)
             .message_id_fn(message_id)
@@ -129,6 +130,15 @@ impl StarlingBehaviour {
             .mesh_n_high(config.mesh_n * 2)
             .mesh_outbound_min(1.min(config.mesh_n / 2))
             .gossip_lazy(config.mesh_n)
+            // The cards topic has no mesh: a card goes from its author to every
+            // connected agent (flood publishing) and on by gossip (IHAVE/IWANT) over
+            // the connections kept for other reasons. Every agent subscribes to it,
+            // and a mesh there would keep (gossipsub keeps its mesh peers
+            // connected) whatever peers it grafted during the join.
+            .mesh_n_for_topic(0, cards_topic.clone())
+            .mesh_n_low_for_topic(0, cards_topic.clone())
+            .mesh_n_high_for_topic(0, cards_topic.clone())
+            .mesh_outbound_min_for_topic(0, cards_topic)
             .build()
             .map_err(|e| err(format!("gossipsub config: {e}")))?;
         let filter = gossipsub::MaxCountSubscriptionFilter {

@@ -1,6 +1,13 @@
-//! Agent cards: what an agent publishes about itself in the DHT, signed.
+//! Agent cards: what an agent says about itself, signed by it — stored in the DHT
+//! under its id, gossiped on [`CARDS_TOPIC`] when it joins or changes, and relayed
+//! by any agent in a [`Message::Cards`](crate::Message::Cards) answer. Whoever relays
+//! a card cannot alter it: every receiver checks the card's own signature.
+//!
+//! A card is current from its `version` (the signer's clock, ms) for [`CARD_TTL_MS`];
+//! agents publish theirs again at half that, so a card that is no longer renewed
+//! (its agent is gone) drops out of every directory by itself.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{AgentId, Keypair, ProtocolError, Result, Skill, codec, codec::*, message::MAX_SKILLS};
 
@@ -8,6 +15,12 @@ use crate::{AgentId, Keypair, ProtocolError, Result, Skill, codec, codec::*, mes
 pub const CARD_DOMAIN: &[u8] = b"starling/agent-card/v1";
 /// Longest listen address.
 pub const MAX_ADDR: usize = 256;
+/// Largest signed card: 16 skills and 16 addresses at their caps fit well within it.
+pub const MAX_CARD_BYTES: usize = 8 * 1024;
+/// How long a card counts from its `version` (30 min, the DHT record's lifetime).
+pub const CARD_TTL_MS: u64 = 30 * 60 * 1000;
+/// The gossip topic every agent subscribes to and publishes its card on.
+pub const CARDS_TOPIC: &str = "starling/v1/cards";
 
 /// What an agent says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +66,27 @@ impl SignedCard {
         &self.bytes
     }
 
+    /// Bytes as received, not yet verified: [`SignedCard::peek`] reads them,
+    /// [`SignedCard::verify`] checks them.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<SignedCard> {
+        if bytes.len() > MAX_CARD_BYTES {
+            return Err(ProtocolError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_CARD_BYTES,
+            });
+        }
+        Ok(SignedCard { bytes })
+    }
+
+    /// The card, decoded but **not verified**: only for deciding whether it is worth
+    /// a signature check (is it newer than the one held?).
+    pub fn peek(&self) -> Result<AgentCard> {
+        if self.bytes.len() < 64 {
+            return Err(ProtocolError::Decode("card too short".into()));
+        }
+        codec::decode(&self.bytes[..self.bytes.len() - 64])
+    }
+
     /// The DHT key of an agent's card.
     pub fn dht_key(id: &AgentId) -> String {
         format!("/starling/agent/{id}")
@@ -83,6 +117,28 @@ impl SignedCard {
             s.validate()?;
         }
         Ok(card)
+    }
+}
+
+impl AgentCard {
+    /// Whether the card counts at `now`: not from the future (beyond `skew` ms) and
+    /// not past its lifetime.
+    pub fn is_current(&self, now: u64, skew: u64) -> bool {
+        self.version <= now.saturating_add(skew) && self.version.saturating_add(CARD_TTL_MS) > now
+    }
+}
+
+impl Serialize for SignedCard {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_bytes::serialize(&self.bytes, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SignedCard {
+    /// Bounded to [`MAX_CARD_BYTES`]; the result is unverified.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let bytes = bounded_bytes::<_, MAX_CARD_BYTES>(d)?;
+        Ok(SignedCard { bytes })
     }
 }
 

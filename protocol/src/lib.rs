@@ -28,7 +28,7 @@ pub mod replay;
 pub mod scoring;
 
 pub use agent::{
-    Agent, Assignment, Command, Event, Input, Output, PartResult, TaskSpec, Timestamp,
+    Agent, Assignment, CardNews, Command, Event, Input, Output, PartResult, TaskSpec, Timestamp,
 };
 pub use card::{AgentCard, SignedCard};
 pub use config::AgentConfig;

@@ -462,7 +462,21 @@ pub enum Message {
         )]
         sync: Vec<u8>,
     },
+    /// Agent → agent: send me the agent cards you hold (a joining agent asks this
+    /// of a peer, so that its directory is full before its first task).
+    CardsRequest,
+    /// Agent → agent: agent cards the sender holds, each signed by its own agent
+    /// (unverified until the receiver checks each one).
+    Cards {
+        /// The cards.
+        #[serde(deserialize_with = "bounded_vec::<_, _, MAX_CARDS>")]
+        cards: Vec<crate::SignedCard>,
+    },
 }
+
+/// Most cards in one [`Message::Cards`] (the message's byte limit bounds it first
+/// for large cards).
+pub const MAX_CARDS: usize = 4096;
 
 impl Message {
     /// A short name for logs and metrics.
@@ -484,6 +498,8 @@ impl Message {
             Message::Alert { .. } => "alert",
             Message::DataShare { .. } => "data_share",
             Message::CrdtChanges { .. } => "crdt_changes",
+            Message::CardsRequest => "cards_request",
+            Message::Cards { .. } => "cards",
         }
     }
 
@@ -517,6 +533,7 @@ impl Message {
             Message::ConsensusProposal(p) => p.task_id,
             Message::ConsensusVote(v) => v.task_id,
             Message::Alert { task_id, .. } => return *task_id,
+            Message::CardsRequest | Message::Cards { .. } => return None,
         })
     }
 }

@@ -3,8 +3,8 @@
 //! A connection stays open while something uses it: a Kademlia request or record
 //! on its way, a direct message in flight, identify — and then for the idle timeout
 //! (`NodeConfig::idle_connection_timeout`). gossipsub's streams do not count, and
-//! gossipsub keeps its mesh peers' connections itself (see `keepalive`). Beyond
-//! that, every sweep pins:
+//! gossipsub keeps its mesh peers' connections itself (see `keepalive`; the cards
+//! topic has no mesh). Beyond that, every sweep pins:
 //! - the gossip mesh peers of this agent's skill topics, and a couple of spare
 //!   subscribers per topic (so a mesh can heal without a lookup);
 //! - the peers of every open group (coordinator and members);
@@ -199,7 +199,10 @@ impl NodeActor {
             .published
             .retain(|_, at| now.duration_since(*at) < PUBLISHED_FOR);
         let gossip = &self.swarm.behaviour().gossipsub;
-        let own_topics: BTreeSet<TopicHash> = gossip.topics().cloned().collect();
+        // The cards topic is everyone's: it wants no spares (and has no mesh).
+        let cards = libp2p::gossipsub::IdentTopic::new(starling_protocol::card::CARDS_TOPIC).hash();
+        let own_topics: BTreeSet<TopicHash> =
+            gossip.topics().filter(|t| **t != cards).cloned().collect();
         let foreign_topics = self
             .connections
             .published
@@ -216,7 +219,11 @@ impl NodeActor {
             .connected_peers()
             .map(|p| (*p, subscriptions.remove(p).unwrap_or_default()))
             .collect();
-        let mesh: HashSet<PeerId> = gossip.all_mesh_peers().copied().collect();
+        let mesh: HashSet<PeerId> = own_topics
+            .iter()
+            .flat_map(|t| gossip.mesh_peers(t))
+            .copied()
+            .collect();
         let mut pinned: HashSet<PeerId> = self
             .agent
             .group_neighbours()

@@ -47,10 +47,20 @@ impl NodeActor {
         // reported itself besides what Kademlia knows. After a partition Kademlia
         // may have dropped them (its dials failed); a member cut off from its
         // coordinator reconnects this way when it next sends.
+        // An agent known only from its card is reached at the card's addresses.
         let addrs = if self.swarm.is_connected(&peer) {
             Vec::new()
         } else {
-            self.links.addrs_of(&peer)
+            let mut addrs = self.links.addrs_of(&peer);
+            if addrs.is_empty() {
+                addrs = self
+                    .agent
+                    .card_addrs(&send.to)
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .collect();
+            }
+            addrs
         };
         let id = self
             .swarm

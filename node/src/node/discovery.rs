@@ -53,7 +53,7 @@ pub(super) struct CardDigest {
 }
 
 impl CardDigest {
-    fn of(agent: &starling_protocol::Agent) -> CardDigest {
+    pub(super) fn of(agent: &starling_protocol::Agent) -> CardDigest {
         CardDigest {
             skills: agent
                 .skills()
@@ -67,6 +67,11 @@ impl CardDigest {
                 .collect(),
             full: agent.slots_used() >= agent.config().max_concurrent_tasks,
         }
+    }
+
+    /// Whether the skills part is the same (load aside).
+    pub(super) fn same_skills(&self, other: &CardDigest) -> bool {
+        self.skills == other.skills
     }
 }
 
@@ -355,6 +360,7 @@ impl NodeActor {
         if changed {
             self.publish_card();
         }
+        self.renew_card();
         self.seek_thin_meshes(false);
         self.save_reputation();
     }
@@ -501,30 +507,20 @@ impl NodeActor {
 
     fn publish_card(&mut self) -> Option<kad::QueryId> {
         self.lookups.card = Some((CardDigest::of(&self.agent), Instant::now()));
-        let card = AgentCard {
-            id: self.me,
-            skills: self.agent.skills().cloned().collect(),
-            addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
-            load: self.agent.slots_used(),
-            max_slots: self.agent.config().max_concurrent_tasks,
-            version: now_ms(),
-        };
-        match SignedCard::sign(&self.config.keypair, &card) {
-            Ok(signed) => {
-                let key = kad::RecordKey::new(&SignedCard::dht_key(&self.me));
-                let record = kad::Record::new(key, signed.as_bytes().to_vec());
-                match self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .put_record(record, kad::Quorum::One)
-                {
-                    Ok(id) => return Some(id),
-                    Err(e) => debug!(error = %e, "cannot publish the card"),
-                }
+        let signed = self.sign_card()?;
+        let key = kad::RecordKey::new(&SignedCard::dht_key(&self.me));
+        let record = kad::Record::new(key, signed.as_bytes().to_vec());
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, kad::Quorum::One)
+        {
+            Ok(id) => Some(id),
+            Err(e) => {
+                debug!(error = %e, "cannot publish the card");
+                None
             }
-            Err(e) => debug!(error = %e, "cannot sign the card"),
         }
-        None
     }
 }

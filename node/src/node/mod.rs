@@ -2,6 +2,7 @@
 //! envelope once (signature, audience, freshness, replay), feeds the protocol, and
 //! carries out the protocol's outputs on the swarm.
 
+mod cards;
 mod connections;
 mod direct;
 mod discovery;
@@ -370,8 +371,13 @@ pub async fn spawn(
             }
         }
     }
-    for skill in &config.agent.skills {
-        let topic = gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill.name));
+    let topics = config
+        .agent
+        .skills
+        .iter()
+        .map(|s| starling_protocol::skill_topic(&s.name));
+    for topic in topics.chain([starling_protocol::card::CARDS_TOPIC.to_string()]) {
+        let topic = gossipsub::IdentTopic::new(topic);
         swarm
             .behaviour_mut()
             .gossipsub
@@ -438,6 +444,7 @@ pub async fn spawn(
         discovered_with_peers: false,
         discovery_runs: 0,
         connections: connections::Connections::new(config.idle_connection_timeout),
+        card_gossip: Default::default(),
         lookups: Default::default(),
         unsent: Vec::new(),
         config,
@@ -491,6 +498,8 @@ struct NodeActor {
     lookups: discovery::Lookups,
     /// Which connections are in use (see `connections`).
     connections: connections::Connections,
+    /// The card as last gossiped (see `cards`).
+    card_gossip: cards::CardGossip,
     /// Publications no subscriber was known for: (topic, envelope, when).
     unsent: Vec<(String, Vec<u8>, Instant)>,
     config: NodeConfig,
@@ -631,28 +640,7 @@ impl NodeActor {
                 } => {
                     self.metrics.message_out(kind);
                     self.connections.published(&topic, Instant::now());
-                    let t = gossipsub::IdentTopic::new(topic.clone());
-                    let bytes = envelope.into_bytes();
-                    match self
-                        .swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .publish(t, bytes.clone())
-                    {
-                        Ok(_) => trace!(%topic, kind, "published"),
-                        Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                            debug!(%topic, reason = "no subscribers", "looking up providers");
-                            if let Some(skill) = topic.strip_prefix("starling/v1/skill/") {
-                                self.find_providers(skill);
-                            }
-                            // Published again as soon as a subscriber connects.
-                            if self.unsent.len() >= UNSENT_LIMIT {
-                                self.unsent.remove(0);
-                            }
-                            self.unsent.push((topic, bytes, Instant::now()));
-                        }
-                        Err(e) => warn!(%topic, error = %e, "publish failed"),
-                    }
+                    self.publish_bytes(topic, envelope.into_bytes());
                 }
                 Output::Send { to, envelope, kind } => {
                     self.metrics.message_out(kind);
@@ -665,6 +653,31 @@ impl NodeActor {
                 }
                 Output::Emit(event) => self.on_agent_event(event),
             }
+        }
+    }
+
+    /// Publishes on `topic`; with no subscriber known yet, the bytes wait for one
+    /// (and a skill topic's providers are looked up).
+    fn publish_bytes(&mut self, topic: String, bytes: Vec<u8>) {
+        let t = gossipsub::IdentTopic::new(topic.clone());
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(t, bytes.clone())
+        {
+            Ok(_) => trace!(%topic, "published"),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                debug!(%topic, reason = "no subscribers", "publishing once one appears");
+                if let Some(skill) = topic.strip_prefix("starling/v1/skill/") {
+                    self.find_providers(skill);
+                }
+                if self.unsent.len() >= UNSENT_LIMIT {
+                    self.unsent.remove(0);
+                }
+                self.unsent.push((topic, bytes, Instant::now()));
+            }
+            Err(e) => warn!(%topic, error = %e, "publish failed"),
         }
     }
 
@@ -933,6 +946,9 @@ impl NodeActor {
     /// or replayed envelopes, Accept for the rest.
     fn on_gossip(&mut self, source: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        if message.topic.as_str() == starling_protocol::card::CARDS_TOPIC {
+            return self.on_card_gossip(source, id, message.data);
+        }
         let topic = Audience::Topic(message.topic.as_str().to_string());
         self.metrics.verifications.inc();
         let verdict = SignedEnvelope::open(&message.data)
@@ -1037,6 +1053,7 @@ impl NodeActor {
                     // now rather than at the next discovery tick.
                     if !self.discovered_with_peers {
                         self.discovered_with_peers = true;
+                        self.on_first_contact(peer_id);
                         self.discover();
                     }
                 }

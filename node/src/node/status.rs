@@ -13,6 +13,8 @@ pub struct MeshStatus {
     pub joined: bool,
     /// Peers connected now.
     pub connections: usize,
+    /// Agents whose current card this node holds (whom it can invite directly).
+    pub cards: usize,
     /// One entry per skill of this agent.
     pub topics: Vec<TopicStatus>,
 }
@@ -63,6 +65,7 @@ impl NodeActor {
         MeshStatus {
             joined: self.lookups.joined(),
             connections: self.swarm.connected_peers().count(),
+            cards: self.agent.cards_known(),
             topics,
         }
     }

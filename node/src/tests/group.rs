@@ -8,8 +8,12 @@ use super::support::*;
 async fn a_task_forms_a_group_across_five_nodes_and_completes() {
     // The offer window closes early once two offers per slot are in; the long bound
     // only keeps a slow machine from closing it before the better offer arrives.
+    //
+    // This is the announce-and-offer path: with the workers' cards the hub would
+    // invite them directly (`cards.rs` tests that), so it does not staff from them.
     let mut hub_config = config(10, &[], &[]);
     hub_config.agent.offer_window_ms = 2_000;
+    hub_config.agent.directed_formation = false;
     let hub = start_with(hub_config).await;
     let boot = vec![hub.listen_addrs()[0].clone()];
     let workers = [

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cards;
 mod connections;
 mod direct;
 mod discovery;

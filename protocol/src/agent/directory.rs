@@ -1,13 +1,17 @@
 //! The skill directory: what this agent has learnt of other agents' skills and free
 //! slots, so that its tasks can be staffed by invitation, without asking the mesh.
 //!
-//! Entries come from signed messages only: a skill offer gives the offerer's metrics
-//! for that skill and its free slots; acceptances, refusals and completions carry the
-//! sender's free slots, so what the directory believes of an agent's load is as fresh
-//! as the last exchange with it. A refusal for a lasting reason drops the skill; an
-//! invitation left unanswered drops the agent. Entries expire
-//! ([`AgentConfig::directory_ttl_ms`](crate::AgentConfig)) and the directory is
-//! bounded (`directory_capacity`): when full, the entry heard from longest ago goes.
+//! Entries come from signed messages only. An agent's card (see [`crate::card`]:
+//! gossiped when it joins, relayed to agents that join later) gives all its skills
+//! and its load when it signed it, so a directory is full before its agent's first
+//! task; a skill offer gives the offerer's metrics for that skill and its free
+//! slots; acceptances, refusals and completions carry the sender's free slots, so
+//! what the directory believes of an agent's load is as fresh as the last exchange
+//! with it. A refusal for a lasting reason drops the skill; an invitation left
+//! unanswered drops the agent. An entry lasts while its card is current, or
+//! ([`AgentConfig::directory_ttl_ms`](crate::AgentConfig)) after the agent was last
+//! heard from, and the directory is bounded (`directory_capacity`): when full, the
+//! entry heard from longest ago goes.
 //!
 //! Staffing from it ([`Directory::sample`]) ranks the agents with a free slot by the
 //! offer score plus a little random jitter ([`JITTER`]): agents whose scores are that
@@ -19,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Timestamp, coordinator::Candidate};
-use crate::{AgentId, Level, Skill, scoring};
+use crate::{AgentCard, AgentId, Level, SignedCard, Skill, card::CARD_TTL_MS, scoring};
 
 /// The most random jitter added to a candidate's score when ranking: offer scores
 /// run from 0 to 1, so agents within 0.05 of each other are told apart by chance.
@@ -36,6 +40,18 @@ struct Entry {
     max: u32,
     /// When it was last heard from.
     seen: Timestamp,
+    /// Its newest card: the version and the signed bytes, relayed to agents that ask.
+    card: Option<(u64, SignedCard)>,
+}
+
+impl Entry {
+    fn lasts(&self, now: Timestamp, ttl: u64) -> bool {
+        now.saturating_sub(self.seen) < ttl
+            || self
+                .card
+                .as_ref()
+                .is_some_and(|(v, _)| v.saturating_add(CARD_TTL_MS) > now)
+    }
 }
 
 /// Known agents, their skills and load (see the module docs).
@@ -71,11 +87,91 @@ impl Directory {
             free,
             max,
             seen: now,
+            card: None,
         });
         e.skills.insert(skill.name.clone(), skill.clone());
         e.free = free.min(max);
         e.max = max;
         e.seen = now;
+    }
+
+    /// The version and bytes of the card held for `agent`.
+    pub(crate) fn card_of(&self, agent: &AgentId) -> Option<&(u64, SignedCard)> {
+        self.entries.get(agent).and_then(|e| e.card.as_ref())
+    }
+
+    /// A verified card, newer than the one held: its skills replace what the
+    /// directory knew of them, and its load stands unless the agent has said
+    /// something since it signed the card.
+    pub(crate) fn learn_card(
+        &mut self,
+        card: &AgentCard,
+        signed: SignedCard,
+        now: Timestamp,
+        capacity: usize,
+    ) {
+        if !self.entries.contains_key(&card.id) {
+            self.make_room(capacity);
+            if capacity == 0 {
+                return;
+            }
+        }
+        let max = card.max_slots;
+        let free = max.saturating_sub(card.load);
+        let e = self.entries.entry(card.id).or_insert_with(|| Entry {
+            skills: BTreeMap::new(),
+            free,
+            max,
+            seen: card.version.min(now),
+            card: None,
+        });
+        e.skills = card
+            .skills
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        e.max = max;
+        if e.seen <= card.version {
+            e.free = free;
+            e.seen = card.version.min(now);
+        }
+        e.free = e.free.min(max);
+        e.card = Some((card.version, signed));
+        if e.skills.is_empty() {
+            self.entries.remove(&card.id);
+        }
+    }
+
+    /// How many current cards it holds.
+    pub(crate) fn current_cards(&self, now: Timestamp) -> usize {
+        self.entries
+            .values()
+            .filter(|e| {
+                e.card
+                    .as_ref()
+                    .is_some_and(|(v, _)| v.saturating_add(CARD_TTL_MS) > now)
+            })
+            .count()
+    }
+
+    /// The current cards held, newest first, as many as fit in `budget` bytes.
+    pub(crate) fn cards(&self, now: Timestamp, budget: usize) -> Vec<SignedCard> {
+        let mut held: Vec<&(u64, SignedCard)> = self
+            .entries
+            .values()
+            .filter_map(|e| e.card.as_ref())
+            .filter(|(v, _)| v.saturating_add(CARD_TTL_MS) > now)
+            .collect();
+        held.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let mut used = 0;
+        held.into_iter()
+            .map(|(_, c)| c)
+            .take_while(|c| {
+                used += c.as_bytes().len() + 4;
+                used <= budget
+            })
+            .cloned()
+            .collect()
     }
 
     /// `agent` said it has `free` slots (an acceptance, refusal or completion).
@@ -108,9 +204,10 @@ impl Directory {
         self.entries.remove(&agent);
     }
 
-    /// Drops entries not heard from within `ttl` of `now`.
+    /// Drops entries whose card is no longer current and that were not heard from
+    /// within `ttl` of `now`.
     pub(crate) fn expire(&mut self, now: Timestamp, ttl: u64) {
-        self.entries.retain(|_, e| now.saturating_sub(e.seen) < ttl);
+        self.entries.retain(|_, e| e.lasts(now, ttl));
     }
 
     fn make_room(&mut self, capacity: usize) {

@@ -11,6 +11,7 @@
 //! offers its skills, accepts invitations it can honour, runs its part and watches its
 //! coordinator ([`member`]). Both roles of one task share one group document.
 
+mod cards;
 mod checkpoints;
 pub mod coordinator;
 mod directory;
@@ -28,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use starling_crdt::{GroupDoc, SyncMessage, decode_batch, encode_batch};
 use tracing::{debug, trace, warn};
 
+pub use cards::CardNews;
 pub use types::*;
 
 use crate::{
@@ -70,6 +72,8 @@ pub struct Agent {
     tombstones: tombstones::Tombstones,
     /// Agents met, their skills and load: whom to invite (see [`directory`]).
     directory: directory::Directory,
+    /// This agent's card and who asked for cards (see [`cards`]).
+    cards: cards::CardExchange,
     out: Vec<Output>,
 }
 
@@ -105,6 +109,7 @@ impl Agent {
             replicas: BTreeMap::new(),
             tombstones: Default::default(),
             directory: Default::default(),
+            cards: Default::default(),
             out: Vec::new(),
         }
     }
@@ -400,6 +405,8 @@ impl Agent {
             } => self.member_on_dissolve(from, task_id, outcome, &changes),
             Message::Heartbeat { task_id, heads } => self.on_heartbeat(from, task_id, heads),
             Message::CrdtChanges { task_id, sync } => self.on_sync(from, task_id, &sync),
+            Message::CardsRequest => self.on_cards_request(from),
+            Message::Cards { cards } => self.on_cards(from, cards),
             Message::Alert { task_id, text } => self.emit(Event::AlertReceived {
                 from,
                 task_id,

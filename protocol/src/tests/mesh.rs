@@ -158,6 +158,31 @@ impl Mesh {
         self.cuts.clear();
     }
 
+    /// `id`'s card as it stands, signed now.
+    pub(crate) fn card(&self, id: AgentId) -> crate::SignedCard {
+        let agent = self.agent(id);
+        let card = crate::AgentCard {
+            id,
+            skills: agent.skills().cloned().collect(),
+            addrs: Vec::new(),
+            load: agent.slots_used(),
+            max_slots: agent.config().max_concurrent_tasks,
+            version: self.now,
+        };
+        crate::SignedCard::sign(&self.keys[&id], &card).unwrap()
+    }
+
+    /// `asker` asks `peer` for the cards it holds.
+    pub(crate) fn ask_for_cards(&mut self, asker: AgentId, peer: AgentId) {
+        let now = self.now;
+        let outs = self
+            .agents
+            .get_mut(&asker)
+            .unwrap()
+            .ask_for_cards(now, peer);
+        self.carry(asker, outs);
+    }
+
     /// Every agent but `id`.
     pub(crate) fn others(&self, id: AgentId) -> Vec<AgentId> {
         self.agents.keys().copied().filter(|a| *a != id).collect()

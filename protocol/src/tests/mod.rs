@@ -1,6 +1,7 @@
 //! State-machine tests over an in-test router with a fake clock: no network, no sleeps.
 
 mod alloc;
+mod cards;
 mod directed;
 mod hostile;
 mod lifecycle;
