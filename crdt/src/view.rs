@@ -168,9 +168,11 @@ pub fn reduce(doc: &Automerge, initiator: AgentKey) -> Result<WorkingGroup> {
     let required: u64 = spec.skills.iter().map(|s| u64::from(s.count)).sum();
     let mut chain = vec![initiator];
     let mut votes;
+    let mut read;
     loop {
         let current = *chain.last().unwrap_or(&initiator);
-        let electorate = read_members(doc, &containers, &chain, Some(current));
+        read = read_members(doc, &containers, &chain);
+        let electorate = read.with_verdicts(Some(current));
         votes = count_votes(&electorate, current);
         if (votes as u64) * 2 <= required {
             break;
@@ -186,7 +188,9 @@ pub fn reduce(doc: &Automerge, initiator: AgentKey) -> Result<WorkingGroup> {
             None => break,
         }
     }
-    let members = read_members(doc, &containers, &chain, None);
+    // The chain is the one last read: the members are that read, every verdict
+    // counted.
+    let members = read.with_verdicts(None);
 
     let mut status = TaskStatus::Forming;
     let mut outcome: Option<TaskOutcome> = None;
@@ -295,16 +299,46 @@ struct Invite {
     at: u64,
 }
 
-/// Members as the coordinators in `chain` made them. Verdicts against a coordinator
-/// never count, nor verdicts written by `ignore_verdicts_of`.
-fn read_members(
-    doc: &Automerge,
-    c: &ContainerIds,
-    chain: &[AgentKey],
-    ignore_verdicts_of: Option<AgentKey>,
-) -> BTreeMap<AgentKey, MemberView> {
+/// Members as the coordinators in a chain made them, before their verdicts, and
+/// the verdicts, so that both the electorate (some coordinator's verdicts left
+/// out) and the group come from one read of the document: reading is what a view
+/// costs.
+struct MembersRead {
+    /// Every invited agent, as if no verdict had been written.
+    members: BTreeMap<AgentKey, MemberView>,
+    /// (coordinator, agent, reason), in chain order; verdicts against a
+    /// coordinator are not among them.
+    verdicts: Vec<(AgentKey, AgentKey, String)>,
+}
+
+impl MembersRead {
+    /// The members with the verdicts counted, except those written by
+    /// `ignore_verdicts_of`; the first counted verdict on an agent (in chain
+    /// order) is its reason.
+    fn with_verdicts(
+        &self,
+        ignore_verdicts_of: Option<AgentKey>,
+    ) -> BTreeMap<AgentKey, MemberView> {
+        let mut members = self.members.clone();
+        let mut judged = BTreeSet::new();
+        for (w, x, reason) in &self.verdicts {
+            if Some(*w) == ignore_verdicts_of || !judged.insert(*x) {
+                continue;
+            }
+            if let Some(m) = members.get_mut(x) {
+                m.failure_reason = Some(reason.clone());
+                m.status = MemberStatus::Failed;
+            }
+        }
+        members
+    }
+}
+
+/// Reads the members as the coordinators in `chain` made them (see
+/// [`MembersRead`]). Verdicts against a coordinator never count.
+fn read_members(doc: &Automerge, c: &ContainerIds, chain: &[AgentKey]) -> MembersRead {
     let mut invites: BTreeMap<AgentKey, Vec<Invite>> = BTreeMap::new();
-    let mut verdicts: BTreeMap<AgentKey, String> = BTreeMap::new();
+    let mut verdicts: Vec<(AgentKey, AgentKey, String)> = Vec::new();
     for &w in chain {
         if let Some(slot) = map_by(doc, &c.invites, &w.to_hex(), w) {
             for (x, entry) in agent_maps(doc, &slot, w) {
@@ -321,16 +355,13 @@ fn read_members(
                     .push(Invite { skill, score, at });
             }
         }
-        if Some(w) == ignore_verdicts_of {
-            continue;
-        }
         if let Some(slot) = map_by(doc, &c.verdicts, &w.to_hex(), w) {
             for (x, entry) in agent_maps(doc, &slot, w)
                 .into_iter()
                 .filter(|(x, _)| !chain.contains(x))
             {
                 let reason = str_by(doc, &entry, K_REASON, w).unwrap_or_default();
-                verdicts.entry(x).or_insert(reason);
+                verdicts.push((w, x, reason));
             }
         }
     }
@@ -367,12 +398,7 @@ fn read_members(
                 None => continue,
             },
         };
-        let failure_reason = verdicts.get(&x).cloned();
-        let status = match (&failure_reason, accepted) {
-            (Some(_), _) => MemberStatus::Failed,
-            (None, Some(s)) => s,
-            (None, None) => MemberStatus::Invited,
-        };
+        let status = accepted.unwrap_or(MemberStatus::Invited);
         let mut view = MemberView {
             key: x,
             skill: invite.skill.clone(),
@@ -385,7 +411,7 @@ fn read_members(
             checkpoint: None,
             checkpoint_at: None,
             result: None,
-            failure_reason,
+            failure_reason: None,
             suspects: BTreeSet::new(),
         };
         if let (Some(o), Some(_)) = (&own, accepted) {
@@ -419,7 +445,7 @@ fn read_members(
         }
         members.insert(x, view);
     }
-    members
+    MembersRead { members, verdicts }
 }
 
 /// Members that accepted (including those that left since) and suspect `coordinator`.
