@@ -122,6 +122,18 @@ impl Agent {
             }
             None => None,
         };
+        self.send_update(coordinator, task_id, progress, change);
+        Ok(())
+    }
+
+    /// A `TaskUpdate` to `coordinator` carrying our unsent changes and `change`.
+    fn send_update(
+        &mut self,
+        coordinator: crate::AgentId,
+        task_id: TaskId,
+        progress: f64,
+        change: Option<SignedChange>,
+    ) {
         let changes = self.with_unsent(task_id, change);
         self.send(
             coordinator,
@@ -131,7 +143,6 @@ impl Agent {
                 changes: encode_batch(&changes),
             },
         );
-        Ok(())
     }
 
     /// Our changes for `task_id` not sent yet, followed by `change`: what the next
@@ -162,17 +173,7 @@ impl Agent {
             return;
         };
         match doc.report_progress(progress, Some(&cp), now) {
-            Ok(change) => {
-                let changes = self.with_unsent(task_id, Some(change));
-                self.send(
-                    coordinator,
-                    Message::TaskUpdate {
-                        task_id,
-                        progress,
-                        changes: encode_batch(&changes),
-                    },
-                )
-            }
+            Ok(change) => self.send_update(coordinator, task_id, progress, Some(change)),
             Err(e) => tracing::debug!(task = ?task_id, error = %e, "checkpoint not written"),
         }
     }
