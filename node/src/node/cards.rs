@@ -2,9 +2,8 @@
 //! its first task and tasks are staffed by invitation, not by asking the mesh.
 //!
 //! Every agent subscribes to [`CARDS_TOPIC`]. It publishes its signed card there
-//! when it first meets a peer, again when its skills or their levels change (at
-//! most once per [`CARD_MIN_INTERVAL`]) and at half the card's lifetime (success
-//! rates and load, which drift with every task, wait for that); and it asks
+//! when it first meets a peer, again when its skills change materially (at most
+//! once per [`CARD_MIN_INTERVAL`]) and at half the card's lifetime; and it asks
 //! that first peer for the cards it holds (see `protocol/src/agent/cards.rs`).
 //! A card costs each agent one signature check per new version: gossipsub drops
 //! duplicate copies by message id, and a copy equal to the card held is passed on

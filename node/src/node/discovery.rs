@@ -69,14 +69,9 @@ impl CardDigest {
         }
     }
 
-    /// Whether the same skills at the same levels (success rates and load aside:
-    /// they drift with every task, and a card gossiped to every agent at each
-    /// drift would cost the mesh in proportion to the task rate).
+    /// Whether the skills part is the same (load aside).
     pub(super) fn same_skills(&self, other: &CardDigest) -> bool {
-        let levels = |d: &CardDigest| -> Vec<(String, starling_protocol::Level)> {
-            d.skills.iter().map(|(n, l, _)| (n.clone(), *l)).collect()
-        };
-        levels(self) == levels(other)
+        self.skills == other.skills
     }
 }
 
