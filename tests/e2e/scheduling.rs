@@ -136,6 +136,19 @@ async fn a_low_priority_task_is_served_despite_a_stream_of_critical_work() {
                 .0,
         );
     }
+    // The worker is busy with critical work before the low task is announced (a
+    // critical announcement that went out before the announcer saw the worker's
+    // subscription is only repeated later).
+    net.log
+        .wait(30, "the worker to take a critical task", |log| {
+            log.iter()
+                .any(|(i, e)| {
+                    *i == worker
+                        && matches!(e, NodeEvent::Agent(Event::TaskAssigned(a)) if criticals.contains(&a.task_id))
+                })
+                .then_some(())
+        })
+        .await;
     let (low_task, _) = net.node(patient).handle.announce(low).await.unwrap();
     let low_announced = criticals.len();
     // Two new critical tasks for each one finished: more than the worker can do, so
