@@ -95,7 +95,7 @@ pub struct StarlingBehaviour {
     /// Routing and discovery: agents provide `/starling/skill/<name>` and store their
     /// signed card under `/starling/agent/<peer id>`. Server mode; inbound records are
     /// validated by the node before they are stored (`StoreInserts::FilterBoth`).
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: kad::Behaviour<crate::records::RotatingStore>,
     /// Learns peers' listen addresses (fed into Kademlia's routing table).
     pub identify: identify::Behaviour,
     /// Liveness; also required by other implementations before they route to us.
@@ -187,8 +187,11 @@ impl StarlingBehaviour {
             // rarely (see `discovery`): a bootstrap walks the whole key space and
             // dials the peers it meets.
             .set_periodic_bootstrap_interval(None);
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            crate::records::RotatingStore::new(peer_id),
+            kad_config,
+        );
         kad.set_mode(Some(kad::Mode::Server));
 
         // No address cache in identify: it would offer every address a peer

@@ -14,6 +14,7 @@
 //! - [`handler`] — [`TaskHandler`] and [`SyntheticHandler`].
 //! - [`penalty`] — scoring peers down for bad direct input; bans.
 //! - [`flood`] — per-sender broadcast budgets against announcement floods.
+//! - [`records`] — the Kademlia record store (providers answered in turn).
 //! - [`store`] — what survives a restart (redb in the data directory).
 //! - [`metrics`] — Prometheus counters (Starling's and libp2p's).
 //! - [`faults`] — partitions, latency and loss on in-process links (simulation).
@@ -33,6 +34,7 @@ pub mod keepalive;
 pub mod metrics;
 pub mod node;
 pub mod penalty;
+pub mod records;
 pub mod store;
 pub mod swarm;
 

@@ -46,9 +46,13 @@ async fn wait_everyone_finds(
             missing.len(),
             last.iter()
                 .map(|((i, s), found)| format!(
-                    "node {i} for {s}: found {} of {}",
+                    "node {i} for {s}: found {} of {}, missing nodes {:?}",
                     found.len(),
-                    want[s].len()
+                    want[s].len(),
+                    want[s]
+                        .difference(found)
+                        .map(|id| net.index_of(*id))
+                        .collect::<Vec<_>>()
                 ))
                 .collect::<Vec<_>>()
         );

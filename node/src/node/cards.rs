@@ -41,7 +41,10 @@ impl NodeActor {
         let card = AgentCard {
             id: self.me,
             skills: self.agent.skills().cloned().collect(),
-            addrs: self.listen_addrs.iter().map(ToString::to_string).collect(),
+            addrs: super::links::advertised_addrs(&self.listen_addrs)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             load: self.agent.slots_used(),
             max_slots: self.agent.config().max_concurrent_tasks,
             version: now_ms(),

@@ -47,6 +47,39 @@ pub(super) fn usable_addrs(reported: &[Multiaddr], observed: &Multiaddr) -> Vec<
         .collect()
 }
 
+/// The addresses an agent advertises — on its card, and (as its confirmed external
+/// addresses) on its DHT provider records and identify reports: its listen
+/// addresses, without unspecified ones, and without loopback ones unless it listens
+/// on nothing else (a mesh on one host). A provider record must carry addresses:
+/// a peer that stores one it cannot route to (its routing bucket for the provider
+/// is full) otherwise leaves the provider out of every answer.
+pub(super) fn advertised_addrs(listen: &[Multiaddr]) -> Vec<Multiaddr> {
+    let dialable = |a: &&Multiaddr| ip_of(a).is_none_or(|ip| !ip.is_unspecified());
+    let off_host = |a: &&Multiaddr| ip_of(a).is_none_or(|ip| !ip.is_loopback());
+    let only_loopback = !listen.iter().filter(dialable).any(|a| off_host(&a));
+    listen
+        .iter()
+        .filter(dialable)
+        .filter(|a| only_loopback || off_host(a))
+        .cloned()
+        .collect()
+}
+
+/// Tells the swarm the advertised addresses are ours (without the `/p2p` suffix
+/// the listen addresses carry).
+pub(super) fn confirm_advertised(
+    swarm: &mut libp2p::Swarm<crate::behaviour::StarlingBehaviour>,
+    listen: &[Multiaddr],
+) {
+    use libp2p::multiaddr::Protocol;
+    for mut addr in advertised_addrs(listen) {
+        if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+            addr.pop();
+        }
+        swarm.add_external_address(addr);
+    }
+}
+
 /// The IP address an address starts with, if it starts with one.
 fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     use libp2p::multiaddr::Protocol;

@@ -371,6 +371,7 @@ pub async fn spawn(
             }
         }
     }
+    links::confirm_advertised(&mut swarm, &listen_addrs);
     let topics = config
         .agent
         .skills
