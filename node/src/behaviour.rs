@@ -18,6 +18,9 @@ use crate::{
 pub const TOPIC_PREFIX: &str = "starling/v1/";
 /// How long Kademlia records (cards, provider records) live unless republished.
 pub const RECORD_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Peers a Kademlia record is stored on (Kademlia's replication factor).
+pub const REPLICATION: usize = 10;
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/kad/1.0.0");
 
@@ -172,7 +175,9 @@ impl StarlingBehaviour {
             .set_query_timeout(Duration::from_secs(30))
             // Ten replicas of each record (Kademlia's default is twenty): plenty for
             // meshes of thousands, and half the requests per lookup and publication.
-            .set_replication_factor(std::num::NonZeroUsize::new(10).unwrap_or(kad::K_VALUE))
+            .set_replication_factor(
+                std::num::NonZeroUsize::new(REPLICATION).unwrap_or(kad::K_VALUE),
+            )
             // Records of agents that left expire within half an hour. Live agents'
             // are republished at half their lifetime, by their publisher
             // (publication) and by the peers holding them (replication), so a

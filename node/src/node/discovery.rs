@@ -423,13 +423,21 @@ impl NodeActor {
         self.provide_skills();
     }
 
-    /// A provider publication is over. If contacts failed on the way — a peer that
-    /// closed an idle connection just as a request went out counts as failed, and
-    /// the walk then leaves it out — the record may sit on peers lookups do not
-    /// reach: it goes out again, a few times at most.
+    /// A provider publication is over. The record went to the closest peers of
+    /// those that answered the walk; if fewer than the replication factor
+    /// answered — contacts failed on the way (a peer that closed an idle
+    /// connection just as a request went out counts as failed) or the mesh was
+    /// still small — it may sit on too few peers, or on peers later lookups do not
+    /// reach: it goes out again, a few times at most. A walk with a failure or two
+    /// among plenty of answers stored it where lookups go (and each holder names
+    /// its providers in turn, see `records`), so it is not repeated: repeating it
+    /// cost a join about as much again.
     fn on_provided(&mut self, result: kad::AddProviderResult, stats: &kad::QueryStats) {
         let (key, failed) = match result {
-            Ok(kad::AddProviderOk { key }) => (key, stats.num_failures() > 0),
+            Ok(kad::AddProviderOk { key }) => (
+                key,
+                (stats.num_successes() as usize) < crate::behaviour::REPLICATION,
+            ),
             Err(kad::AddProviderError::Timeout { key }) => (key, true),
         };
         if !failed {
