@@ -425,19 +425,20 @@ impl NodeActor {
 
     /// A provider publication is over. The record went to the closest peers of
     /// those that answered the walk; if fewer than the replication factor
-    /// answered — contacts failed on the way (a peer that closed an idle
-    /// connection just as a request went out counts as failed) or the mesh was
-    /// still small — it may sit on too few peers, or on peers later lookups do not
-    /// reach: it goes out again, a few times at most. A walk with a failure or two
-    /// among plenty of answers stored it where lookups go (and each holder names
-    /// its providers in turn, see `records`), so it is not repeated: repeating it
-    /// cost a join about as much again.
+    /// answered (or, in a smaller mesh, fewer than the routing table knows) —
+    /// contacts failed on the way: a peer that closed an idle connection just as
+    /// a request went out counts as failed — it may sit on too few peers, or on
+    /// peers later lookups do not reach: it goes out again, a few times at most.
+    /// A walk with a failure or two among plenty of answers stored it where
+    /// lookups go (and each holder names its providers in turn, see `records`),
+    /// so it is not repeated: repeating it cost a join about as much again. (A
+    /// table that grows much later publishes anew: see `publish_if_grown`.)
     fn on_provided(&mut self, result: kad::AddProviderResult, stats: &kad::QueryStats) {
+        // A mesh smaller than the replication factor cannot give that many
+        // answers: there, every peer the table knows answering is enough.
+        let enough = crate::behaviour::REPLICATION.min(self.routed());
         let (key, failed) = match result {
-            Ok(kad::AddProviderOk { key }) => (
-                key,
-                (stats.num_successes() as usize) < crate::behaviour::REPLICATION,
-            ),
+            Ok(kad::AddProviderOk { key }) => (key, (stats.num_successes() as usize) < enough),
             Err(kad::AddProviderError::Timeout { key }) => (key, true),
         };
         if !failed {
