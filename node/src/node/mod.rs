@@ -121,6 +121,9 @@ pub struct PeerInfo {
     pub id: AgentId,
     /// The addresses we are connected on.
     pub addrs: Vec<Multiaddr>,
+    /// The gossip topics it told us it subscribes to (a skill's topic is
+    /// `starling_protocol::skill_topic(skill)`), sorted.
+    pub topics: Vec<String>,
 }
 
 /// What a node reports to its subscribers.
@@ -831,16 +834,7 @@ impl NodeActor {
                 let _ = reply.send(r);
             }
             NodeCommand::Peers { reply } => {
-                let peers = self
-                    .swarm
-                    .connected_peers()
-                    .filter_map(agent_of)
-                    .map(|id| PeerInfo {
-                        id,
-                        addrs: Vec::new(),
-                    })
-                    .collect();
-                let _ = reply.send(peers);
+                let _ = reply.send(self.peer_infos());
             }
             NodeCommand::Status { reply } => {
                 let _ = reply.send(self.mesh_status());

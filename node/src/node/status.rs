@@ -3,7 +3,12 @@
 
 use libp2p::gossipsub::IdentTopic;
 
-use super::NodeActor;
+use std::collections::HashMap;
+
+use libp2p::PeerId;
+
+use super::{NodeActor, PeerInfo};
+use crate::swarm::agent_of;
 
 /// A node's standing in the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,28 @@ impl MeshStatus {
 }
 
 impl NodeActor {
+    /// The connected peers, with the topics each told us it subscribes to.
+    pub(super) fn peer_infos(&self) -> Vec<PeerInfo> {
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let mut topics: HashMap<PeerId, Vec<String>> = gossip
+            .all_peers()
+            .map(|(p, ts)| (*p, ts.iter().map(|t| t.to_string()).collect()))
+            .collect();
+        self.swarm
+            .connected_peers()
+            .filter_map(|p| {
+                let id = agent_of(p)?;
+                let mut topics = topics.remove(p).unwrap_or_default();
+                topics.sort();
+                Some(PeerInfo {
+                    id,
+                    addrs: Vec::new(),
+                    topics,
+                })
+            })
+            .collect()
+    }
+
     pub(super) fn mesh_status(&self) -> MeshStatus {
         let gossip = &self.swarm.behaviour().gossipsub;
         let topics = self

@@ -22,12 +22,24 @@ async fn a_task_forms_a_group_across_five_nodes_and_completes() {
         start(13, &[("index", Level::Advanced)], &boot).await,
         start(14, &[("index", Level::Intermediate)], &boot).await,
     ];
-    // Announce once the hub knows every worker (and so their subscriptions).
+    // Announce once the hub knows every worker's subscription: the announcement
+    // goes to the subscribers the hub knows of, and a worker connected but not yet
+    // known to subscribe would miss it (and its better offer with it).
+    let skill_of = ["parse", "parse", "index", "index"];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while hub.peers().await.unwrap().len() < workers.len() {
+    loop {
+        let peers = hub.peers().await.unwrap();
+        let known = workers.iter().zip(skill_of).all(|(w, skill)| {
+            peers.iter().any(|p| {
+                p.id == w.id() && p.topics.contains(&starling_protocol::skill_topic(skill))
+            })
+        });
+        if known {
+            break;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "workers did not connect"
+            "the hub never learned every worker's subscription: {peers:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

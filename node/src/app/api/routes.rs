@@ -405,6 +405,7 @@ pub(super) async fn peers(State(s): State<ApiState>) -> ApiResult {
                 json!({
                     "id": p.id.to_string(),
                     "addrs": p.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "topics": p.topics,
                 })
             })
             .collect(),
