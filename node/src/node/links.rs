@@ -272,11 +272,31 @@ impl NodeActor {
 
 #[cfg(test)]
 mod tests {
-    use super::usable_addrs;
+    use super::{advertised_addrs, usable_addrs};
     use libp2p::Multiaddr;
 
     fn addrs(list: &[&str]) -> Vec<Multiaddr> {
         list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn an_agent_advertises_off_host_addresses_and_loopback_only_when_alone() {
+        let listen = addrs(&[
+            "/ip4/0.0.0.0/tcp/7400",
+            "/ip4/127.0.0.1/tcp/7400",
+            "/ip4/10.77.0.3/tcp/7400",
+        ]);
+        assert_eq!(
+            advertised_addrs(&listen),
+            addrs(&["/ip4/10.77.0.3/tcp/7400"])
+        );
+        let one_host = addrs(&["/ip4/0.0.0.0/tcp/7400", "/ip4/127.0.0.1/tcp/7400"]);
+        assert_eq!(
+            advertised_addrs(&one_host),
+            addrs(&["/ip4/127.0.0.1/tcp/7400"])
+        );
+        let memory = addrs(&["/memory/42"]);
+        assert_eq!(advertised_addrs(&memory), memory);
     }
 
     #[test]

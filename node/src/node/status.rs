@@ -1,11 +1,9 @@
 //! Where a node stands in the mesh: whether it has joined the DHT, and how its skill
 //! topics' meshes look. What a launcher waits on before it calls a mesh up.
 
-use libp2p::gossipsub::IdentTopic;
-
 use std::collections::HashMap;
 
-use libp2p::PeerId;
+use libp2p::{PeerId, gossipsub::IdentTopic};
 
 use super::{NodeActor, PeerInfo};
 use crate::swarm::agent_of;
