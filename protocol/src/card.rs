@@ -22,6 +22,28 @@ pub const CARD_TTL_MS: u64 = 30 * 60 * 1000;
 /// The gossip topic every agent subscribes to and publishes its card on.
 pub const CARDS_TOPIC: &str = "starling/v1/cards";
 
+/// A card held, as an asker names it in a
+/// [`Message::CardsRequest`](crate::Message::CardsRequest): the first eight bytes
+/// of its agent's id and its version — enough for the answerer to send only what
+/// the asker lacks (a prefix shared by two agents costs at worst one card not
+/// sent, which the next exchange or gossip brings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardStamp {
+    /// The first eight bytes of the agent's id, big-endian.
+    pub agent: u64,
+    /// The card's version.
+    pub version: u64,
+}
+
+impl CardStamp {
+    /// The prefix by which a stamp names `agent`.
+    pub fn prefix(agent: &AgentId) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&agent.0[..8]);
+        u64::from_be_bytes(b)
+    }
+}
+
 /// What an agent says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentCard {

@@ -462,9 +462,15 @@ pub enum Message {
         )]
         sync: Vec<u8>,
     },
-    /// Agent → agent: send me the agent cards you hold (a joining agent asks this
-    /// of a peer, so that its directory is full before its first task).
-    CardsRequest,
+    /// Agent → agent: send me the agent cards you hold that I lack or hold older
+    /// versions of. A joining agent asks this of its first peer (holding nothing,
+    /// it gets every card), and every agent now and then of another, so a card
+    /// gossip missed still arrives.
+    CardsRequest {
+        /// The current cards the asker holds.
+        #[serde(deserialize_with = "bounded_vec::<_, _, MAX_CARDS>")]
+        held: Vec<crate::card::CardStamp>,
+    },
     /// Agent → agent: agent cards the sender holds, each signed by its own agent
     /// (unverified until the receiver checks each one).
     Cards {
@@ -498,7 +504,7 @@ impl Message {
             Message::Alert { .. } => "alert",
             Message::DataShare { .. } => "data_share",
             Message::CrdtChanges { .. } => "crdt_changes",
-            Message::CardsRequest => "cards_request",
+            Message::CardsRequest { .. } => "cards_request",
             Message::Cards { .. } => "cards",
         }
     }
@@ -533,7 +539,7 @@ impl Message {
             Message::ConsensusProposal(p) => p.task_id,
             Message::ConsensusVote(v) => v.task_id,
             Message::Alert { task_id, .. } => return *task_id,
-            Message::CardsRequest | Message::Cards { .. } => return None,
+            Message::CardsRequest { .. } | Message::Cards { .. } => return None,
         })
     }
 }

@@ -2,18 +2,21 @@
 //! it could invite.
 //!
 //! The runtime hands over the cards it hears on [`CARDS_TOPIC`](crate::card::CARDS_TOPIC)
-//! ([`Agent::learn_card`]) and sets this agent's own ([`Agent::set_own_card`]). A
-//! joining agent asks one peer for the cards it holds ([`Message::CardsRequest`]);
-//! the peer answers with its current cards, newest first, within [`CARDS_BUDGET`]
-//! bytes, and its own, and answers the same asker at most once per
-//! [`ANSWER_EVERY_MS`], so a request cannot be turned into a flood of answers. Every
+//! ([`Agent::learn_card`]) and sets this agent's own ([`Agent::set_own_card`]). An
+//! agent asks a peer for the cards it lacks ([`Message::CardsRequest`], naming the
+//! ones it holds): a joining agent its first peer, and every agent now and then
+//! another, so that a card gossip did not bring still arrives. The peer answers
+//! with the current cards it holds (its own among them) that the asker lacks or
+//! holds older, newest first, within [`CARDS_BUDGET`] bytes — nothing if there are
+//! none — and answers the same asker at most once per [`ANSWER_EVERY_MS`], so a
+//! request cannot be turned into a flood of answers. Every
 //! card is checked with its own agent's signature, whoever relayed it; a card no
 //! newer than the one held costs no signature check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{Agent, Output, Timestamp};
-use crate::{AgentId, Message, Result, SignedCard, replay::DEFAULT_SKEW_MS};
+use crate::{AgentId, Message, Result, SignedCard, card::CardStamp, replay::DEFAULT_SKEW_MS};
 
 /// Bytes of cards in one answer: well within a message's limit.
 pub(crate) const CARDS_BUDGET: usize = 768 * 1024;
@@ -77,9 +80,10 @@ impl Agent {
         self.cards.own = Some(signed);
     }
 
-    /// Asks `peer` for the cards it holds (when joining, so that the directory is
-    /// full before the first task). Its answer is taken within
-    /// [`ANSWER_EVERY_MS`]; an answer nobody asked for is ignored.
+    /// Asks `peer` for the cards it holds that this agent lacks (when joining, so
+    /// that the directory is full before the first task, and now and then after).
+    /// Its answer is taken within [`ANSWER_EVERY_MS`]; an answer nobody asked for
+    /// is ignored.
     pub fn ask_for_cards(&mut self, now: Timestamp, peer: AgentId) -> Vec<Output> {
         self.now = self.now.max(now);
         let asked = &mut self.cards.asked;
@@ -88,7 +92,8 @@ impl Agent {
             return Vec::new();
         }
         asked.insert(peer, now);
-        self.send_message(now, peer, Message::CardsRequest)
+        let held = self.directory.stamps(now);
+        self.send_message(now, peer, Message::CardsRequest { held })
     }
 
     /// The addresses `agent`'s card gives (as it wrote them), for reaching an agent
@@ -106,7 +111,7 @@ impl Agent {
         self.directory.current_cards(self.now)
     }
 
-    pub(super) fn on_cards_request(&mut self, from: AgentId) {
+    pub(super) fn on_cards_request(&mut self, from: AgentId, held: &[CardStamp]) {
         let now = self.now;
         let answered = &mut self.cards.answered;
         if answered
@@ -120,14 +125,26 @@ impl Agent {
             return self.stray(from, "too many agents asking for cards");
         }
         answered.insert(from, now);
-        let own = self.cards.own.clone();
+        let held: HashMap<u64, u64> = held.iter().map(|s| (s.agent, s.version)).collect();
+        let lacks = |id: &AgentId, version: u64| {
+            *id != from
+                && held
+                    .get(&CardStamp::prefix(id))
+                    .is_none_or(|v| *v < version)
+        };
+        let own = self
+            .cards
+            .own
+            .clone()
+            .filter(|c| c.peek().is_ok_and(|card| lacks(&card.id, card.version)));
         let budget = CARDS_BUDGET - own.as_ref().map_or(0, |c| c.as_bytes().len());
         let cards: Vec<SignedCard> = own
             .into_iter()
-            .chain(self.directory.cards(now, budget))
-            .filter(|c| c.peek().is_ok_and(|card| card.id != from))
+            .chain(self.directory.cards(now, budget, lacks))
             .collect();
-        self.send(from, Message::Cards { cards });
+        if !cards.is_empty() {
+            self.send(from, Message::Cards { cards });
+        }
     }
 
     pub(super) fn on_cards(&mut self, from: AgentId, cards: Vec<SignedCard>) {

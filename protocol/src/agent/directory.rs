@@ -23,7 +23,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Timestamp, coordinator::Candidate};
-use crate::{AgentCard, AgentId, Level, SignedCard, Skill, card::CARD_TTL_MS, scoring};
+use crate::{
+    AgentCard, AgentId, Level, SignedCard, Skill,
+    card::{CARD_TTL_MS, CardStamp},
+    scoring,
+};
 
 /// The most random jitter added to a candidate's score when ranking: offer scores
 /// run from 0 to 1, so agents within 0.05 of each other are told apart by chance.
@@ -154,12 +158,31 @@ impl Directory {
             .count()
     }
 
-    /// The current cards held, newest first, as many as fit in `budget` bytes.
-    pub(crate) fn cards(&self, now: Timestamp, budget: usize) -> Vec<SignedCard> {
+    /// The current cards held, as stamps.
+    pub(crate) fn stamps(&self, now: Timestamp) -> Vec<CardStamp> {
+        self.entries
+            .iter()
+            .filter_map(|(id, e)| Some((id, e.card.as_ref()?.0)))
+            .filter(|(_, v)| v.saturating_add(CARD_TTL_MS) > now)
+            .map(|(id, version)| CardStamp {
+                agent: CardStamp::prefix(id),
+                version,
+            })
+            .collect()
+    }
+
+    /// The current cards held that `lacks` says are wanted, newest first, as
+    /// many as fit in `budget` bytes.
+    pub(crate) fn cards(
+        &self,
+        now: Timestamp,
+        budget: usize,
+        lacks: impl Fn(&AgentId, u64) -> bool,
+    ) -> Vec<SignedCard> {
         let mut held: Vec<&(u64, SignedCard)> = self
             .entries
-            .values()
-            .filter_map(|e| e.card.as_ref())
+            .iter()
+            .filter_map(|(id, e)| e.card.as_ref().filter(|(v, _)| lacks(id, *v)))
             .filter(|(v, _)| v.saturating_add(CARD_TTL_MS) > now)
             .collect();
         held.sort_by_key(|c| std::cmp::Reverse(c.0));

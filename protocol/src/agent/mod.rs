@@ -405,7 +405,7 @@ impl Agent {
             } => self.member_on_dissolve(from, task_id, outcome, &changes),
             Message::Heartbeat { task_id, heads } => self.on_heartbeat(from, task_id, heads),
             Message::CrdtChanges { task_id, sync } => self.on_sync(from, task_id, &sync),
-            Message::CardsRequest => self.on_cards_request(from),
+            Message::CardsRequest { held } => self.on_cards_request(from, &held),
             Message::Cards { cards } => self.on_cards(from, cards),
             Message::Alert { task_id, text } => self.emit(Event::AlertReceived {
                 from,

@@ -175,3 +175,66 @@ fn a_joining_agent_gets_a_peers_cards_once_and_only_answers_it_asked_for() {
         "the genuine one is taken"
     );
 }
+
+#[test]
+fn an_asker_gets_only_the_cards_it_lacks_or_holds_older_and_no_answer_if_none() {
+    let mut mesh = Mesh::new();
+    let old = mesh.add(1, &[("y", Level::Expert)], 1, Exec::Manual, |_| {});
+    let asker = mesh.add(2, &[("y", Level::Novice)], 1, Exec::Manual, |_| {});
+    let workers: Vec<_> = (10..14)
+        .map(|s| mesh.worker(s, "x", Level::Expert))
+        .collect();
+    let first: Vec<_> = workers.iter().map(|w| mesh.card(*w)).collect();
+    let now = mesh.now;
+    // The old agent holds every worker's card; the asker holds the first two.
+    for card in &first {
+        mesh.agents
+            .get_mut(&old)
+            .unwrap()
+            .learn_card(now, card.clone())
+            .unwrap();
+    }
+    for card in &first[..2] {
+        mesh.agents
+            .get_mut(&asker)
+            .unwrap()
+            .learn_card(now, card.clone())
+            .unwrap();
+    }
+    let own = mesh.card(old);
+    mesh.agents.get_mut(&old).unwrap().set_own_card(own);
+    // Later, the second worker's card is renewed, and only the old agent hears.
+    mesh.now += 1_000;
+    let renewed = mesh.card(workers[1]);
+    let later = mesh.now;
+    mesh.agents
+        .get_mut(&old)
+        .unwrap()
+        .learn_card(later, renewed)
+        .unwrap();
+
+    mesh.ask_for_cards(asker, old);
+    mesh.run_for(100);
+    let answers = mesh.sent_by(old, "cards");
+    assert_eq!(answers.len(), 1);
+    let Message::Cards { cards } = &answers[0].1 else {
+        panic!("not a cards answer: {:?}", answers[0]);
+    };
+    let mut sent: Vec<_> = cards.iter().map(|c| c.peek().unwrap().id).collect();
+    sent.sort();
+    let mut want = vec![old, workers[1], workers[2], workers[3]];
+    want.sort();
+    assert_eq!(sent, want, "its own, the renewed one and the two lacking");
+    assert_eq!(mesh.agent(asker).cards_known(), 5);
+
+    // A minute later (past the answer rate limit) it lacks nothing the old agent
+    // holds: no answer at all.
+    mesh.now += 61_000;
+    mesh.ask_for_cards(asker, old);
+    mesh.run_for(100);
+    assert_eq!(
+        mesh.sent_by(old, "cards").len(),
+        1,
+        "nothing to send, nothing sent"
+    );
+}
