@@ -133,15 +133,21 @@ impl StarlingBehaviour {
             .mesh_n_high(config.mesh_n * 2)
             .mesh_outbound_min(1.min(config.mesh_n / 2))
             .gossip_lazy(config.mesh_n)
-            // The cards topic has no mesh: a card goes from its author to every
-            // connected agent (flood publishing) and on by gossip (IHAVE/IWANT) over
-            // the connections kept for other reasons. Every agent subscribes to it,
-            // and a mesh there would keep (gossipsub keeps its mesh peers
-            // connected) whatever peers it grafted during the join.
-            .mesh_n_for_topic(0, cards_topic.clone())
-            .mesh_n_low_for_topic(0, cards_topic.clone())
-            .mesh_n_high_for_topic(0, cards_topic.clone())
-            .mesh_outbound_min_for_topic(0, cards_topic)
+            // The cards topic has a thin mesh of its own (`cards_mesh_n`): every
+            // agent subscribes, a card is published rarely, and it must reach
+            // agents that joined long before it, whose join connections are long
+            // closed. gossipsub keeps the mesh peers connected — often peers kept
+            // for a skill topic anyway.
+            .mesh_n_for_topic(config.cards_mesh_n, cards_topic.clone())
+            .mesh_n_low_for_topic(
+                config
+                    .cards_mesh_n
+                    .saturating_sub(1)
+                    .max(config.cards_mesh_n.min(1)),
+                cards_topic.clone(),
+            )
+            .mesh_n_high_for_topic(config.cards_mesh_n * 2, cards_topic.clone())
+            .mesh_outbound_min_for_topic(config.cards_mesh_n / 2, cards_topic)
             .build()
             .map_err(|e| err(format!("gossipsub config: {e}")))?;
         let filter = gossipsub::MaxCountSubscriptionFilter {

@@ -29,21 +29,31 @@ pub struct NodeConfig {
     pub send_retries: u32,
     /// Established connections at most, a hard bound (inbound bursts included).
     /// Default 256. What a node keeps in steady state is far less: see
-    /// `idle_connection_timeout`.
+    /// `lookup_connection_timeout` and `idle_connection_timeout`.
     pub max_connections: u32,
-    /// A connection nothing pins (no gossip mesh, no open group, not a spare or
-    /// routing peer) closes once no stream has been open on it for this long: a
-    /// Kademlia request, a record on its way, a direct message. Default 10 s:
-    /// far above a group's heartbeat interval and an offer–invitation round, so
-    /// no exchange is cut; short enough that a join's lookups or a single message
-    /// never become lasting connections.
+    /// A connection that carried direct messages stays open this long after the
+    /// last one, whatever else pins it. Default 10 s: far above a group's
+    /// heartbeat interval and an offer–invitation round, so no exchange is cut
+    /// and a redial is rare.
     pub idle_connection_timeout: Duration,
+    /// A connection nothing pins (no gossip mesh, no open group, no direct
+    /// message lately, not a spare or routing peer) closes once no stream has
+    /// been open on it for this long: a Kademlia request, a record on its way,
+    /// identify. Default 2 s: a join's walks visit dozens of peers once each,
+    /// and their connections should not outlive the walk by much.
+    pub lookup_connection_timeout: Duration,
     /// Connections kept at least, whatever else needs them, so that a node with no
     /// mesh and no groups still has a way into the mesh. Default 4.
     pub routing_peers: usize,
     /// Gossipsub mesh degree. Default 4: measured here, degree 3 instead of 6 cut CPU
     /// about 40 % at 100 peers; 4 keeps a spare path per topic.
     pub mesh_n: usize,
+    /// Gossip mesh degree of the cards topic, which every agent subscribes to.
+    /// Default 3 (at most twice that): the overlay that carries a card to
+    /// agents that joined long before it. 0: no mesh there — a card goes only to
+    /// the connected agents and on by gossip (IHAVE/IWANT), and a small mesh
+    /// keeps no connection for cards' sake.
+    pub cards_mesh_n: usize,
     /// Gossipsub heartbeat. Default 700 ms: new skill topics form their mesh within a
     /// second; the message cache covers history_length (5) heartbeats.
     pub gossip_heartbeat: Duration,
@@ -89,8 +99,10 @@ impl NodeConfig {
             send_retries: 2,
             max_connections: 256,
             idle_connection_timeout: Duration::from_secs(10),
+            lookup_connection_timeout: Duration::from_secs(2),
             routing_peers: 4,
             mesh_n: 4,
+            cards_mesh_n: 3,
             gossip_heartbeat: Duration::from_millis(700),
             discovery_interval: Duration::from_secs(10),
             command_queue: 256,
@@ -120,6 +132,9 @@ impl NodeConfig {
         if self.mesh_n == 0 || self.mesh_n > 32 {
             return bad("mesh_n", "must be within 1..=32");
         }
+        if self.cards_mesh_n > 32 {
+            return bad("cards_mesh_n", "must be within 0..=32");
+        }
         if self.max_connections < 2 {
             return bad("max_connections", "must be at least 2");
         }
@@ -128,6 +143,14 @@ impl NodeConfig {
         }
         if self.idle_connection_timeout < Duration::from_secs(1) {
             return bad("idle_connection_timeout", "must be at least 1 s");
+        }
+        if self.lookup_connection_timeout < Duration::from_millis(500)
+            || self.lookup_connection_timeout > self.idle_connection_timeout
+        {
+            return bad(
+                "lookup_connection_timeout",
+                "must be at least 500 ms and at most idle_connection_timeout",
+            );
         }
         if self.request_timeout.is_zero()
             || self.gossip_heartbeat.is_zero()

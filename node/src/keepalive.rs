@@ -233,6 +233,26 @@ impl Pins {
         }
     }
 
+    /// Keeps `peer`'s connections too, until the next [`Pins::set`].
+    pub fn pin(&mut self, peer: PeerId) {
+        if !self.pinned.insert(peer) {
+            return;
+        }
+        for (id, told) in self.connections.get_mut(&peer).into_iter().flatten() {
+            if !*told {
+                *told = true;
+                self.pending.push_back(ToSwarm::NotifyHandler {
+                    peer_id: peer,
+                    handler: NotifyHandler::One(*id),
+                    event: true,
+                });
+            }
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
     fn handler(&mut self, peer: PeerId, id: ConnectionId) -> PinHandler {
         let keep = self.pinned.contains(&peer);
         self.connections.entry(peer).or_default().push((id, keep));

@@ -64,7 +64,7 @@ pub fn build(
         .with_bandwidth_metrics(registry)
         .with_behaviour(|_| behaviour)
         .map_err(|e: std::convert::Infallible| -> NodeError { match e {} })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.lookup_connection_timeout))
         .build();
     Ok(swarm)
 }

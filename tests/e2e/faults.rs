@@ -314,7 +314,7 @@ async fn a_fifth_of_thirty_agents_crash_during_fifty_tasks_and_every_task_comple
         let cfg = node_config(key(12, i), agent_config(&[(&skill(i), level)]), &boot);
         net.start(cfg, work(800, i as u64)).await;
     }
-    net.wait_connected(AGENTS / 2, 120).await;
+    net.wait_cards(AGENTS - 1, 120).await;
     // Five announcers (never killed). Six crashes at random points of the run, each
     // of an agent that works on a part at that moment if any does (so the crashes
     // cost the groups work in progress), of a random idle one if none has for ten

@@ -213,8 +213,8 @@ async fn fifty_agents_complete_twenty_concurrent_tasks_and_reuse_their_capacity(
         let cfg = node_config(key(2, i), agent(&[(&skill(i), level)]), &boot);
         net.start(cfg, work(400, i as u64)).await;
     }
-    // Let the joining settle (every node ends up knowing most others) before work.
-    net.wait_connected(AGENTS / 2, 120).await;
+    // Let the joining settle (every node holds every other's card) before work.
+    net.wait_cards(AGENTS - 1, 120).await;
 
     // Round one: 20 tasks at once, two skills each: 40 of the 50 agents' single slots.
     let round_one = announce_round(&net, 20, 0).await;

@@ -32,7 +32,7 @@ async fn groups_spanning_a_partition_complete_once_after_it_heals() {
         cfg.link_faults = Some(faults.clone());
         net.start(cfg, work(4_000, i as u64)).await;
     }
-    net.wait_connected(HALF / 2, 120).await;
+    net.wait_cards(2 * HALF - 1, 120).await;
     let side_a: Vec<AgentId> = (0..HALF).map(|i| net.id(i)).collect();
     let side_b: BTreeSet<AgentId> = (HALF..2 * HALF).map(|i| net.id(i)).collect();
 
@@ -132,11 +132,19 @@ async fn groups_spanning_a_partition_complete_once_after_it_heals() {
         let doc =
             GroupDoc::load(reader.signing_key().clone(), &snapshot, Limits::default()).unwrap();
         let view = doc.view().unwrap();
-        assert_eq!(
-            view.outcome,
-            Some(TaskOutcome::Completed),
-            "node {i}, {task_id:?}"
-        );
+        if view.outcome != Some(TaskOutcome::Completed) {
+            // What this replica went through, to tell why it closed as it did.
+            let history: Vec<Event> = net
+                .log
+                .agent_events(|j, e| j == i && task_of(e) == Some(task_id))
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect();
+            panic!(
+                "node {i} closed {task_id:?} with outcome {:?}; its events: {history:#?}",
+                view.outcome
+            );
+        }
         let results: Vec<String> = view
             .selected()
             .map(|(s, k)| {

@@ -458,6 +458,26 @@ impl Net {
             }
         }
     }
+
+    /// Waits until every running node holds the current cards of at least `min`
+    /// other agents: its directory is full enough to staff tasks by invitation.
+    /// Cards arrive over gossip, so this polls.
+    pub(crate) async fn wait_cards(&self, min: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.alive()) {
+            loop {
+                let cards = n.handle.status().await.unwrap().cards;
+                if cards >= min {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {i} holds {cards} cards, wanted {min}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 impl Drop for Net {

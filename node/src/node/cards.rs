@@ -5,6 +5,11 @@
 //! when it first meets a peer, again when its skills change materially (at most
 //! once per [`CARD_MIN_INTERVAL`]) and at half the card's lifetime; and it asks
 //! that first peer for the cards it holds (see `protocol/src/agent/cards.rs`).
+//! The topic's thin gossip mesh carries a card to agents that joined long before;
+//! what it misses (a mesh still forming, a graft refused) comes by anti-entropy:
+//! every so often ([`SYNC_FIRST`], doubling up to [`SYNC_MAX`]) the agent asks
+//! another connected peer for the cards it lacks, naming those it holds — an
+//! answer is empty, and not sent, when directories agree.
 //! A card costs each agent one signature check per new version: gossipsub drops
 //! duplicate copies by message id, and a copy equal to the card held is passed on
 //! without a check. A card's author is held to the broadcast budget, like an
@@ -26,6 +31,11 @@ const CARD_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60
 /// An unchanged card is gossiped again after half its lifetime.
 const CARD_RENEW: std::time::Duration = std::time::Duration::from_millis(CARD_TTL_MS / 2);
 
+/// The first anti-entropy exchange comes this long after the first contact.
+const SYNC_FIRST: std::time::Duration = std::time::Duration::from_secs(10);
+/// Anti-entropy exchanges double their spacing up to this.
+const SYNC_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What this node last gossiped of its card, and whether it has asked for cards.
 #[derive(Debug, Default)]
 pub(super) struct CardGossip {
@@ -33,6 +43,10 @@ pub(super) struct CardGossip {
     published: Option<(CardDigest, Instant)>,
     /// Whether a peer has been asked for its cards.
     asked: bool,
+    /// The next anti-entropy exchange, and the spacing after it.
+    sync: Option<(Instant, std::time::Duration)>,
+    /// The peer asked last, so the next exchange is with another.
+    last_asked: Option<PeerId>,
 }
 
 impl NodeActor {
@@ -63,6 +77,35 @@ impl NodeActor {
         }
         if let Some(a) = agent_of(&peer) {
             self.card_gossip.asked = true;
+            self.card_gossip.last_asked = Some(peer);
+            self.card_gossip.sync = Some((Instant::now() + SYNC_FIRST, SYNC_FIRST));
+            let outputs = self.agent.ask_for_cards(now_ms(), a);
+            self.carry(outputs);
+        }
+    }
+
+    /// Asks another connected peer for the cards this agent lacks, if an
+    /// exchange is due (see the module docs).
+    pub(super) fn sync_cards(&mut self) {
+        let now = Instant::now();
+        let Some((at, wait)) = self.card_gossip.sync else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        let mut peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if peers.is_empty() {
+            return;
+        }
+        peers.sort();
+        // The next peer after the one asked last, in id order, round the ring.
+        let last = self.card_gossip.last_asked;
+        let peer = peers.iter().find(|p| Some(**p) > last).unwrap_or(&peers[0]);
+        let next = (wait * 2).min(SYNC_MAX);
+        self.card_gossip.sync = Some((now + next, next));
+        self.card_gossip.last_asked = Some(*peer);
+        if let Some(a) = agent_of(peer) {
             let outputs = self.agent.ask_for_cards(now_ms(), a);
             self.carry(outputs);
         }

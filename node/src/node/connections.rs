@@ -1,12 +1,16 @@
 //! The connection economy: connections are a budget, not a side effect.
 //!
 //! A connection stays open while something uses it: a Kademlia request or record
-//! on its way, a direct message in flight, identify — and then for the idle timeout
-//! (`NodeConfig::idle_connection_timeout`). gossipsub's streams do not count, and
-//! gossipsub keeps its mesh peers' connections itself (see `keepalive`; the cards
-//! topic has no mesh). Beyond that, every sweep pins:
-//! - the gossip mesh peers of this agent's skill topics, and a couple of spare
-//!   subscribers per topic (so a mesh can heal without a lookup);
+//! on its way, a direct message in flight, identify — and then for a short while
+//! (`NodeConfig::lookup_connection_timeout`), so a join's walks leave nothing
+//! behind. gossipsub's streams do not count, and gossipsub keeps its mesh peers'
+//! connections itself (see `keepalive`). A peer this agent exchanged direct
+//! messages with is pinned for `NodeConfig::idle_connection_timeout` after the
+//! last one (an offer is followed by an invitation, a heartbeat by the next).
+//! Beyond that, every sweep pins:
+//! - the gossip mesh peers of this agent's skill topics and of the cards topic,
+//!   and a couple of spare subscribers per skill topic (so a mesh can heal
+//!   without a lookup);
 //! - the peers of every open group (coordinator and members);
 //! - peers with a direct request in flight;
 //! - a few routing peers, so a node never cuts itself off from the mesh — chosen
@@ -14,7 +18,9 @@
 //!   so that its next announcement there has somewhere to go.
 //!
 //! Everything else closes once idle: a lookup or a single message never turns into
-//! a lasting connection.
+//! a lasting connection. Only while the agent joins does it keep every connection:
+//! the join's walks (the card, then a provider record per skill) meet many of the
+//! same peers, and a connection closed between two walks is a handshake again.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -36,27 +42,47 @@ const PUBLISHED_FOR: Duration = Duration::from_secs(300);
 /// Topics remembered as published to, at most.
 const PUBLISHED_LIMIT: usize = 64;
 
-/// Topics published to lately, and how often to sweep.
+/// Topics published to lately, peers talked to lately, and how often to sweep.
 #[derive(Debug)]
 pub(super) struct Connections {
     /// Topics this agent published to, and when last.
     published: HashMap<String, Instant>,
+    /// Peers that exchanged direct messages with this agent, and when last.
+    talked: HashMap<PeerId, Instant>,
+    /// How long a peer talked to stays pinned.
+    linger: Duration,
     /// The idle timeout of a connection nothing pins.
-    idle: Duration,
+    lookup: Duration,
 }
 
 impl Connections {
-    pub(super) fn new(idle: Duration) -> Connections {
+    pub(super) fn new(linger: Duration, lookup: Duration) -> Connections {
         Connections {
             published: HashMap::new(),
-            idle,
+            talked: HashMap::new(),
+            linger,
+            lookup,
         }
     }
 
     /// How often to sweep: a peer that became worth keeping (a group opened with
     /// it) is pinned well before its connection could go idle.
     pub(super) fn sweep_every(&self) -> Duration {
-        self.idle / 4
+        (self.linger / 4).min(self.lookup / 2)
+    }
+
+    /// A direct message went to or came from `peer`. Returns whether the peer was
+    /// not pinned as talked to already (the caller pins it at once, not at the
+    /// next sweep).
+    pub(super) fn talked(&mut self, peer: PeerId, now: Instant) -> bool {
+        self.talked.insert(peer, now).is_none()
+    }
+
+    /// Peers talked to within the linger; forgets the others.
+    fn talking(&mut self, now: Instant) -> impl Iterator<Item = PeerId> + '_ {
+        let linger = self.linger;
+        self.talked.retain(|_, at| now.duration_since(*at) < linger);
+        self.talked.keys().copied()
     }
 
     /// This agent published on `topic`.
@@ -180,6 +206,14 @@ fn cover<'a>(
 }
 
 impl NodeActor {
+    /// A direct message went to or came from `peer`: its connection stays for the
+    /// linger (see the module docs), pinned now rather than at the next sweep.
+    pub(super) fn talked_with(&mut self, peer: PeerId) {
+        if self.connections.talked(peer, Instant::now()) {
+            self.swarm.behaviour_mut().pins.pin(peer);
+        }
+    }
+
     /// Counts a connection that closed because nothing used or pinned it for the
     /// idle timeout.
     pub(super) fn count_closed(&self, cause: Option<&libp2p::swarm::ConnectionError>) {
@@ -199,7 +233,8 @@ impl NodeActor {
             .published
             .retain(|_, at| now.duration_since(*at) < PUBLISHED_FOR);
         let gossip = &self.swarm.behaviour().gossipsub;
-        // The cards topic is everyone's: it wants no spares (and has no mesh).
+        // The cards topic is everyone's: it wants no spares, and its mesh peers
+        // (kept by gossipsub) count as kept.
         let cards = libp2p::gossipsub::IdentTopic::new(starling_protocol::card::CARDS_TOPIC).hash();
         let own_topics: BTreeSet<TopicHash> =
             gossip.topics().filter(|t| **t != cards).cloned().collect();
@@ -221,6 +256,7 @@ impl NodeActor {
             .collect();
         let mesh: HashSet<PeerId> = own_topics
             .iter()
+            .chain([&cards])
             .flat_map(|t| gossip.mesh_peers(t))
             .copied()
             .collect();
@@ -231,12 +267,20 @@ impl NodeActor {
             .filter_map(|a| peer_id_of(a).ok())
             .collect();
         pinned.extend(self.in_flight.keys().copied());
+        pinned.extend(self.connections.talking(now));
         tracing::debug!(
             connected = peers.len(),
             mesh = mesh.len(),
             pinned = pinned.len(),
             "sweeping connections"
         );
+        // While this agent joins, its walks come back to the peers they met:
+        // every connection stays until the join is over.
+        if !self.lookups.joined() {
+            let all = peers.iter().map(|(p, _)| *p).collect();
+            self.swarm.behaviour_mut().pins.set(all);
+            return;
+        }
         let keep = keep_set(&KeepInput {
             peers,
             mesh,

@@ -43,6 +43,7 @@ impl NodeActor {
             return;
         }
         *in_flight += 1;
+        self.talked_with(peer);
         // Not connected: request-response dials, with the addresses the peer
         // reported itself besides what Kademlia knows. After a partition Kademlia
         // may have dropped them (its dials failed); a member cut off from its
@@ -121,6 +122,7 @@ impl NodeActor {
                 } => match request {
                     DirectFrame::Envelope(bytes) => {
                         let _ = self.swarm.behaviour_mut().direct.send_response(channel, 1);
+                        self.talked_with(peer);
                         self.inbound(links::Inbound::Direct { peer, bytes });
                     }
                     DirectFrame::Refused(reason) => {

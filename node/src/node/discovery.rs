@@ -95,15 +95,28 @@ pub(super) struct Lookups {
     backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
     /// Provider publications sent again because contacts failed, per key.
     retried: std::collections::HashMap<kad::RecordKey, u32>,
+    /// Provider publications under way.
+    providing: HashSet<kad::QueryId>,
+    /// Whether the join's own provider publications (retries included) are over.
+    published: bool,
 }
 
 /// How often a provider publication whose contacts failed is sent again.
 const PROVIDE_RETRIES: u32 = 3;
 
 impl Lookups {
-    /// Whether the join walk is over.
+    /// Whether the join is over: the join walk, and the provider publications
+    /// that follow it (retries included). Stays true once it is.
     pub(super) fn joined(&self) -> bool {
-        self.joined
+        self.joined && self.published
+    }
+
+    /// A provider publication ended.
+    fn provided(&mut self, id: kad::QueryId) {
+        self.providing.remove(&id);
+        if self.joined && self.providing.is_empty() {
+            self.published = true;
+        }
     }
 }
 
@@ -122,11 +135,15 @@ impl NodeActor {
                 ..
             } if step.last && self.lookups.join == Some(id) => self.on_joined(),
             kad::Event::OutboundQueryProgressed {
+                id,
                 result: kad::QueryResult::StartProviding(result),
                 stats,
                 step,
                 ..
-            } if step.last => self.on_provided(result, &stats),
+            } if step.last => {
+                self.on_provided(result, &stats);
+                self.lookups.provided(id);
+            }
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::Bootstrap(_),
@@ -455,8 +472,15 @@ impl NodeActor {
             failures = stats.num_failures(),
             "publishing a provider record again"
         );
-        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-            debug!(error = %e, "cannot provide");
+        self.start_providing(key);
+    }
+
+    fn start_providing(&mut self, key: kad::RecordKey) {
+        match self.swarm.behaviour_mut().kad.start_providing(key) {
+            Ok(id) => {
+                self.lookups.providing.insert(id);
+            }
+            Err(e) => debug!(error = %e, "cannot provide"),
         }
     }
 
@@ -465,15 +489,10 @@ impl NodeActor {
         self.lookups.routed_at_publish = Some(self.routed());
         let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
         for skill in skills {
-            if let Err(e) = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .start_providing(skill_key(&skill))
-            {
-                debug!(error = %e, "cannot provide");
-            }
+            self.start_providing(skill_key(&skill));
         }
+        // An agent with no skills publishes nothing: its join is the walk.
+        self.lookups.published |= self.lookups.joined && self.lookups.providing.is_empty();
     }
 
     /// Looks up providers of each skill whose topic has too few connected

@@ -447,7 +447,10 @@ pub async fn spawn(
         listen_addrs: listen_addrs.clone(),
         discovered_with_peers: false,
         discovery_runs: 0,
-        connections: connections::Connections::new(config.idle_connection_timeout),
+        connections: connections::Connections::new(
+            config.idle_connection_timeout,
+            config.lookup_connection_timeout,
+        ),
         card_gossip: Default::default(),
         lookups: Default::default(),
         unsent: Vec::new(),
@@ -540,7 +543,10 @@ impl NodeActor {
                 Some(report) = reports.recv() => self.on_report(report),
                 _ = tokio::time::sleep_until(wake) => self.on_wake(),
                 _ = discovery.tick() => self.discover(),
-                _ = sweep.tick() => self.sweep_connections(),
+                _ = sweep.tick() => {
+                    self.sweep_connections();
+                    self.sync_cards();
+                }
                 _ = Persister::committed(&mut self.persist) => self.on_committed(),
                 _ = links::Links::changed(self.links.changes_mut()) => self.on_links_changed(),
             }

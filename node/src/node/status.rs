@@ -11,8 +11,8 @@ use crate::swarm::agent_of;
 /// A node's standing in the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshStatus {
-    /// The join walk is over: the card is out, and the provider publications it
-    /// starts have begun (they may still be under way).
+    /// The join is over: the join walk (the card's publication), and the
+    /// provider publications it starts, retries included.
     pub joined: bool,
     /// Peers connected now.
     pub connections: usize,

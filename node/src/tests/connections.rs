@@ -30,6 +30,7 @@ async fn a_twenty_node_mesh_settles_with_every_node_within_the_bound() {
             .collect();
         let mut c = config(100 + i as u8, &[(skills[i % 3], Level::Advanced)], &boot);
         c.idle_connection_timeout = Duration::from_secs(2);
+        c.lookup_connection_timeout = Duration::from_secs(1);
         nodes.push(start_with(c).await);
     }
     // Lookups and bootstrap dial widely at first; then the sweeps close the rest.
@@ -79,13 +80,17 @@ async fn the_connection_a_group_opened_closes_after_the_group_ends() {
     let boot = vec![b.listen_addrs()[0].clone()];
     let mut ca = config(131, &[], &boot);
     ca.idle_connection_timeout = Duration::from_secs(2);
-    // No routing peers: a keeps nothing it does not need, so the test sees the
-    // group's connection go.
+    ca.lookup_connection_timeout = Duration::from_secs(1);
+    // No routing peers and no cards mesh: a keeps nothing it does not need, so
+    // the test sees the group's connection go.
     ca.routing_peers = 0;
+    ca.cards_mesh_n = 0;
     let a = start_with(ca).await;
     let mut cc = config(132, &[("far", Level::Expert)], &boot);
     cc.idle_connection_timeout = Duration::from_secs(2);
+    cc.lookup_connection_timeout = Duration::from_secs(1);
     cc.routing_peers = 0;
+    cc.cards_mesh_n = 0;
     let c = start_with(cc).await;
     let connected =
         |h: Handle, to| async move { h.peers().await.unwrap().iter().any(|p| p.id == to) };
@@ -120,17 +125,22 @@ async fn the_connection_a_group_opened_closes_after_the_group_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routing_peer_stays_connected_past_the_idle_timeout_and_others_do_not() {
-    // Two pairs, each a node and the node it joined through, idle timeout 1 s.
-    // In one pair both sides keep a routing peer: the connection is pinned and
-    // outlives the timeout many times. In the other neither does: it closes.
+    // Two pairs, each a node and the node it joined through, idle timeout 1 s,
+    // no cards mesh (which would keep the only peer of each). In one pair both
+    // sides keep a routing peer: the connection is pinned and outlives the
+    // timeout many times. In the other neither does: it closes.
     let pair = |seed: u8, routing: usize| async move {
         let mut cb = config(seed, &[], &[]);
         cb.idle_connection_timeout = Duration::from_secs(1);
+        cb.lookup_connection_timeout = Duration::from_secs(1);
         cb.routing_peers = routing;
+        cb.cards_mesh_n = 0;
         let b = start_with(cb).await;
         let mut ca = config(seed + 1, &[], &[b.listen_addrs()[0].clone()]);
         ca.idle_connection_timeout = Duration::from_secs(1);
+        ca.lookup_connection_timeout = Duration::from_secs(1);
         ca.routing_peers = routing;
+        ca.cards_mesh_n = 0;
         let a = start_with(ca).await;
         (a, b)
     };

@@ -136,6 +136,7 @@ async fn twenty_agents_on_one_host_keep_their_mesh_over_loopback_tcp() {
         c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
         // Connections nobody needs close soon, so peers are met and left.
         c.idle_connection_timeout = Duration::from_secs(1);
+        c.lookup_connection_timeout = Duration::from_secs(1);
         nodes.push(start_with(c).await);
     }
     let want = config(0, &[], &[]).mesh_n_low();
