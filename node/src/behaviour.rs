@@ -20,7 +20,7 @@ pub const TOPIC_PREFIX: &str = "starling/v1/";
 pub const RECORD_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// Peers a Kademlia record is stored on (Kademlia's replication factor).
-pub const REPLICATION: usize = 10;
+pub const REPLICATION: usize = 6;
 /// Kademlia protocol name.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/starling/kad/1.0.0");
 
@@ -179,8 +179,11 @@ impl StarlingBehaviour {
             // eclipsing peer can hide agents, not forge them.
             .disjoint_query_paths(false)
             .set_query_timeout(Duration::from_secs(30))
-            // Ten replicas of each record (Kademlia's default is twenty): plenty for
-            // meshes of thousands, and half the requests per lookup and publication.
+            // Six replicas of each record (Kademlia's default is twenty): a record
+            // is lost only if all six holders leave within half its lifetime (it
+            // is republished then), and cards travel by gossip besides. A walk
+            // ends once the six closest peers have answered: measured on the
+            // 100-agent simulation, a join took a third less time than with ten.
             .set_replication_factor(
                 std::num::NonZeroUsize::new(REPLICATION).unwrap_or(kad::K_VALUE),
             )
