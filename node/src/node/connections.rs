@@ -308,6 +308,29 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_talked_to_is_kept_for_the_linger_after_the_last_message_then_forgotten() {
+        let mut c = Connections::new(Duration::from_secs(10), Duration::from_secs(2));
+        assert_eq!(c.sweep_every(), Duration::from_secs(1));
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        assert!(c.talked(p, t0), "a new peer is pinned at once");
+        assert!(c.talked(q, t0));
+        assert!(!c.talked(p, t0 + Duration::from_secs(6)), "already pinned");
+        let at = |c: &mut Connections, secs| {
+            let mut v: Vec<PeerId> = c.talking(t0 + Duration::from_secs(secs)).collect();
+            v.sort();
+            v
+        };
+        let mut both = vec![p, q];
+        both.sort();
+        assert_eq!(at(&mut c, 9), both);
+        // q's last message is ten seconds old; p spoke again at six.
+        assert_eq!(at(&mut c, 10), vec![p]);
+        assert_eq!(at(&mut c, 16), Vec::<PeerId>::new());
+        assert!(c.talked(q, t0 + Duration::from_secs(17)), "pinned anew");
+    }
+
+    #[test]
     fn unneeded_peers_are_not_kept() {
         let p = peers(10);
         let input = KeepInput {

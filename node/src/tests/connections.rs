@@ -173,3 +173,27 @@ async fn a_routing_peer_stays_connected_past_the_idle_timeout_and_others_do_not(
         "a pinned routing peer's connection closed"
     );
 }
+
+#[test]
+fn connection_lifetimes_and_the_cards_mesh_degree_are_checked_and_every_allowed_degree_builds() {
+    let mut c = config(150, &[("x", Level::Expert)], &[]);
+    assert!(c.validate().is_ok(), "the defaults are valid");
+    c.lookup_connection_timeout = c.idle_connection_timeout + Duration::from_secs(1);
+    assert!(c.validate().is_err(), "lookups may not outlive talk");
+    c.lookup_connection_timeout = Duration::from_millis(100);
+    assert!(c.validate().is_err(), "a lookup needs time to finish");
+    c.lookup_connection_timeout = Duration::from_secs(1);
+    c.cards_mesh_n = 33;
+    assert!(c.validate().is_err(), "the cards mesh degree is bounded");
+    // gossipsub refuses inconsistent mesh bounds: every allowed degree must make
+    // a consistent set (low, high and outbound minimum are derived from it).
+    let key = crate::swarm::libp2p_keypair(&c).unwrap();
+    for n in [0, 1, 2, 3, 5, 32] {
+        c.cards_mesh_n = n;
+        assert!(c.validate().is_ok());
+        assert!(
+            crate::behaviour::StarlingBehaviour::new(&key, &c).is_ok(),
+            "cards_mesh_n = {n} builds"
+        );
+    }
+}
