@@ -210,6 +210,8 @@ pub struct Pins {
     connections: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     /// Messages to handlers not yet handed to the swarm.
     pending: VecDeque<ToSwarm<Infallible, bool>>,
+    /// A connection opened since the last [`Pins::set`]: nobody decided on it yet.
+    fresh: bool,
     waker: Option<Waker>,
 }
 
@@ -228,9 +230,23 @@ impl Pins {
             }
         }
         self.pinned = peers;
-        if let Some(w) = self.waker.take() {
+        self.fresh = false;
+        if !self.pending.is_empty()
+            && let Some(w) = self.waker.take()
+        {
             w.wake();
         }
+    }
+
+    /// Whether every open connection is kept and none opened since the last
+    /// [`Pins::set`]: then no connection is about to close, and none waits to be
+    /// pinned.
+    pub fn settled(&self) -> bool {
+        !self.fresh
+            && self
+                .connections
+                .values()
+                .all(|cs| cs.iter().all(|(_, keep)| *keep))
     }
 
     /// Keeps `peer`'s connections too, until the next [`Pins::set`].
@@ -255,6 +271,7 @@ impl Pins {
 
     fn handler(&mut self, peer: PeerId, id: ConnectionId) -> PinHandler {
         let keep = self.pinned.contains(&peer);
+        self.fresh = true;
         self.connections.entry(peer).or_default().push((id, keep));
         PinHandler { keep }
     }
@@ -345,4 +362,43 @@ impl ConnectionHandler for PinHandler {
     }
 
     fn on_connection_event(&mut self, _: ConnectionEvent<'_, DeniedUpgrade, DeniedUpgrade>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(pins: &mut Pins, peer: PeerId, id: usize) {
+        let addr: Multiaddr = "/memory/1".parse().expect("address");
+        pins.handle_established_inbound_connection(
+            ConnectionId::new_unchecked(id),
+            peer,
+            &addr,
+            &addr,
+        )
+        .expect("pins deny nothing");
+    }
+
+    #[test]
+    fn pins_are_settled_only_when_every_connection_is_kept_and_none_is_new() {
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let mut pins = Pins::default();
+        assert!(pins.settled(), "no connection, nothing to decide");
+        open(&mut pins, p, 1);
+        assert!(!pins.settled(), "a new connection waits for a sweep");
+        pins.set([p].into_iter().collect());
+        assert!(pins.settled());
+        open(&mut pins, p, 2);
+        assert!(
+            !pins.settled(),
+            "kept peer, but a sweep has not seen it yet"
+        );
+        pins.set([p].into_iter().collect());
+        assert!(pins.settled());
+        open(&mut pins, q, 3);
+        pins.set([p].into_iter().collect());
+        assert!(!pins.settled(), "q's connection is not kept: it is closing");
+        pins.set([p, q].into_iter().collect());
+        assert!(pins.settled());
+    }
 }

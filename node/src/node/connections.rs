@@ -18,9 +18,17 @@
 //!   so that its next announcement there has somewhere to go.
 //!
 //! Everything else closes once idle: a lookup or a single message never turns into
-//! a lasting connection. Only while the agent joins does it keep every connection:
-//! the join's walks (the card, then a provider record per skill) meet many of the
-//! same peers, and a connection closed between two walks is a handshake again.
+//! a lasting connection.
+//!
+//! Only while the agent joins does it keep every connection: the join's walks
+//! (the card, then a provider record per skill) meet many of the same peers, and
+//! a connection closed between two walks is a handshake again.
+//!
+//! A sweep runs every `sweep_every` while something waits on it — a connection
+//! not pinned (it may close, or have just become worth keeping), one opened since
+//! the last sweep, or a join under way — and otherwise, with every connection
+//! already kept, only every half linger: at rest it would find nothing to do, and
+//! a peer no longer worth keeping may stay that much longer.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -53,6 +61,8 @@ pub(super) struct Connections {
     linger: Duration,
     /// The idle timeout of a connection nothing pins.
     lookup: Duration,
+    /// When the last sweep ran.
+    swept: Option<Instant>,
 }
 
 impl Connections {
@@ -62,6 +72,7 @@ impl Connections {
             talked: HashMap::new(),
             linger,
             lookup,
+            swept: None,
         }
     }
 
@@ -69,6 +80,19 @@ impl Connections {
     /// it) is pinned well before its connection could go idle.
     pub(super) fn sweep_every(&self) -> Duration {
         (self.linger / 4).min(self.lookup / 2)
+    }
+
+    /// Whether a sweep is due at `now`: always while something waits on it
+    /// (`settled` false), otherwise once every half linger. Counts it as run if so.
+    pub(super) fn sweep_due(&mut self, now: Instant, settled: bool) -> bool {
+        let due = !settled
+            || self
+                .swept
+                .is_none_or(|at| now.duration_since(at) >= self.linger / 2);
+        if due {
+            self.swept = Some(now);
+        }
+        due
     }
 
     /// A direct message went to or came from `peer`. Returns whether the peer was
@@ -229,6 +253,10 @@ impl NodeActor {
     /// once idle.
     pub(super) fn sweep_connections(&mut self) {
         let now = Instant::now();
+        let settled = self.lookups.joined() && self.swarm.behaviour().pins.settled();
+        if !self.connections.sweep_due(now, settled) {
+            return;
+        }
         self.connections
             .published
             .retain(|_, at| now.duration_since(*at) < PUBLISHED_FOR);
@@ -238,16 +266,25 @@ impl NodeActor {
         let cards = libp2p::gossipsub::IdentTopic::new(starling_protocol::card::CARDS_TOPIC).hash();
         let own_topics: BTreeSet<TopicHash> =
             gossip.topics().filter(|t| **t != cards).cloned().collect();
-        let foreign_topics = self
+        let foreign_topics: BTreeSet<TopicHash> = self
             .connections
             .published
             .keys()
             .map(|t| libp2p::gossipsub::IdentTopic::new(t.clone()).hash())
             .filter(|t| !own_topics.contains(t))
             .collect();
+        // Only the topics a keep decision looks at (not the cards topic, nor
+        // topics nobody here cares about).
         let mut subscriptions: HashMap<PeerId, Vec<TopicHash>> = gossip
             .all_peers()
-            .map(|(p, ts)| (*p, ts.into_iter().cloned().collect()))
+            .map(|(p, ts)| {
+                let ts = ts
+                    .into_iter()
+                    .filter(|t| own_topics.contains(*t) || foreign_topics.contains(*t))
+                    .cloned()
+                    .collect();
+                (*p, ts)
+            })
             .collect();
         let peers: Vec<(PeerId, Vec<TopicHash>)> = self
             .swarm
@@ -328,6 +365,23 @@ mod tests {
         assert_eq!(at(&mut c, 10), vec![p]);
         assert_eq!(at(&mut c, 16), Vec::<PeerId>::new());
         assert!(c.talked(q, t0 + Duration::from_secs(17)), "pinned anew");
+    }
+
+    #[test]
+    fn a_settled_agent_sweeps_every_half_linger_and_an_unsettled_one_every_tick() {
+        let mut c = Connections::new(Duration::from_secs(10), Duration::from_secs(2));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(c.sweep_due(at(0), true), "the first sweep always runs");
+        assert!(!c.sweep_due(at(1), true));
+        assert!(!c.sweep_due(at(4), true));
+        assert!(c.sweep_due(at(5), true), "half the linger since the last");
+        // Something waits (a fresh or unpinned connection): every tick sweeps,
+        // and each counts as the last sweep.
+        assert!(c.sweep_due(at(6), false));
+        assert!(c.sweep_due(at(7), false));
+        assert!(!c.sweep_due(at(11), true));
+        assert!(c.sweep_due(at(12), true));
     }
 
     #[test]
