@@ -109,15 +109,23 @@ async fn groups_spanning_a_partition_complete_once_after_it_heals() {
         assert!(side_b.contains(&parts["q"]));
     }
     // Every replica agrees on the outcome and the results: the members close theirs
-    // when the group dissolves. (An agent invited as a spare and told it is not
-    // needed closes its replica then, before the task ends: that one is not a
-    // member's, and its view stops where it left. The coordinator and every agent
-    // that worked on a part — the one cut off by the partition among them — are.)
+    // when the group dissolves. (An agent told it is not needed closes its replica
+    // then, before the task ends: a spare invited but never selected, or a
+    // replacement started for the cut-off member and released when that member's
+    // result arrived after the heal. Neither is a member's replica at the end, and
+    // its view stops where it left. The coordinator and every agent that worked on
+    // a part to the end — the one cut off by the partition among them — are.)
     let member = |log: &[(usize, NodeEvent)], i: usize, t: &TaskId| {
+        let ended = |e: &NodeEvent| {
+            matches!(e, NodeEvent::Agent(Event::AssignmentEnded {
+                task_id,
+                outcome: Outcome::Failed(why),
+            }) if task_id == t && why == "not needed")
+        };
         tasks.iter().position(|x| x == t) == Some(i)
             || log.iter().any(|(j, e)| {
                 *j == i && matches!(e, NodeEvent::Agent(Event::TaskAssigned(a)) if a.task_id == *t)
-            })
+            }) && !log.iter().any(|(j, e)| *j == i && ended(e))
     };
     net.log
         .wait(60, "two members' replicas of every group to close", |log| {
