@@ -8,6 +8,12 @@
 //! invisible to every lookup. This store rotates the list by one on every read, so
 //! each answer leaves out a different few, and repeated lookups (and the several
 //! holders one lookup asks) between them name every provider held.
+//!
+//! It also holds more providers per key than libp2p's default, which keeps the
+//! first twenty to arrive and ignores the rest. A skill held by a few hundred
+//! agents would otherwise be known by twenty of them only: every agent looking
+//! for its topic's mesh would ask those twenty, whose meshes fill up and prune the
+//! rest. The bounds still cap what a peer flooding provider records can cost.
 
 use std::{
     borrow::Cow,
@@ -18,9 +24,16 @@ use libp2p::{
     PeerId,
     kad::{
         ProviderRecord, Record, RecordKey,
-        store::{MemoryStore, RecordStore, Result},
+        store::{MemoryStore, MemoryStoreConfig, RecordStore, Result},
     },
 };
+
+/// Providers held per key (libp2p's default: twenty).
+pub const MAX_PROVIDERS_PER_KEY: usize = 256;
+/// Keys held providers of (libp2p's default: 1,024). With
+/// [`MAX_PROVIDERS_PER_KEY`], at most 65,536 provider records, about 13 MB, however
+/// many records peers send.
+pub const MAX_PROVIDED_KEYS: usize = 256;
 
 /// [`MemoryStore`], answering providers in turn (see the module docs).
 pub struct RotatingStore {
@@ -32,8 +45,13 @@ pub struct RotatingStore {
 impl RotatingStore {
     /// An empty store for the node `local`.
     pub fn new(local: PeerId) -> RotatingStore {
+        let config = MemoryStoreConfig {
+            max_providers_per_key: MAX_PROVIDERS_PER_KEY,
+            max_provided_keys: MAX_PROVIDED_KEYS,
+            ..MemoryStoreConfig::default()
+        };
         RotatingStore {
-            inner: MemoryStore::new(local),
+            inner: MemoryStore::with_config(local, config),
             reads: AtomicUsize::new(0),
         }
     }
@@ -121,6 +139,41 @@ mod tests {
         assert_eq!(
             left_out, all,
             "each provider is left out exactly once in 11 reads"
+        );
+    }
+
+    /// A skill with more holders than libp2p's default keeps: every one of them is
+    /// stored, and answers of six name each in turn; beyond the bound, new ones are
+    /// ignored.
+    #[test]
+    fn a_popular_skill_keeps_hundreds_of_providers_and_names_them_all() {
+        let mut store = RotatingStore::new(PeerId::random());
+        let key = RecordKey::new(&"/starling/skill/s");
+        let providers: Vec<PeerId> = (0..MAX_PROVIDERS_PER_KEY + 10)
+            .map(|_| PeerId::random())
+            .collect();
+        for p in &providers {
+            store
+                .add_provider(ProviderRecord::new(key.clone(), *p, Vec::new()))
+                .unwrap();
+        }
+        assert_eq!(store.providers(&key).len(), MAX_PROVIDERS_PER_KEY);
+        let mut named = std::collections::HashSet::new();
+        for _ in 0..MAX_PROVIDERS_PER_KEY {
+            named.extend(
+                store
+                    .providers(&key)
+                    .into_iter()
+                    .take(6)
+                    .map(|r| r.provider),
+            );
+        }
+        assert_eq!(named.len(), MAX_PROVIDERS_PER_KEY, "every stored one named");
+        assert!(
+            providers[..MAX_PROVIDERS_PER_KEY]
+                .iter()
+                .all(|p| named.contains(p)),
+            "the first to arrive are the ones kept"
         );
     }
 }
