@@ -252,8 +252,14 @@ impl Mesh {
     /// Waits until every live agent has joined the DHT and has a gossip mesh in each
     /// of its skill topics: its `mesh_n_low` peers, or every other live holder of
     /// the skill if there are fewer (or until the limit passes). If some did not,
-    /// says how the first few of them stand.
-    pub async fn wait_settled(&self, workload: &Workload, limit: Duration) -> Result<(), String> {
+    /// says how the first few of them stand. `progress` is told how many have
+    /// settled so far after every pass.
+    pub async fn wait_settled(
+        &self,
+        workload: &Workload,
+        limit: Duration,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), String> {
         let min_mesh = self.mesh_low;
         let deadline = Instant::now() + limit;
         let live = self.live();
@@ -277,6 +283,7 @@ impl Mesh {
                     still.push((i, h, status));
                 }
             }
+            progress(live.len() - still.len());
             if still.is_empty() {
                 return Ok(());
             }

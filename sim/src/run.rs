@@ -187,12 +187,15 @@ async fn run_on(opts: &SimOptions) -> Result<Report, SimError> {
         pb.set_position(n as u64)
     })
     .await?;
-    pb.set_message("connecting");
+    pb.finish_and_clear();
+    // Settled agents: joined, with their topic meshes.
+    let pb = bar(opts, nodes, "joining");
     // A mesh is up when every agent has joined the DHT and has its skill
     // topics' gossip meshes (mesh_n_low peers each, or every other holder).
     // Joining is sequential work for the DHT: allow more time for bigger meshes.
     let limit = Duration::from_secs(120) + Duration::from_millis(300) * nodes as u32;
-    if let Err(why) = mesh.wait_settled(&workload, limit).await {
+    let settled = mesh.wait_settled(&workload, limit, |n| pb.set_position(n as u64));
+    if let Err(why) = settled.await {
         pb.abandon();
         return Err(SimError::Mesh(format!(
             "not every agent joined with its topic meshes within {} s: {why}",
