@@ -38,8 +38,6 @@ pub(super) struct Queries {
 const DIRECT_ANNOUNCE_LIMIT: usize = 16;
 /// A changed card is republished at most this often.
 const CARD_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-/// The longest wait between provider lookups for a skill whose topic stays thin.
-const LOOKUP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(600);
 /// How often the node refreshes its whole routing table (Kademlia's bootstrap).
 const BOOTSTRAP_EVERY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
@@ -92,7 +90,7 @@ pub(super) struct Lookups {
     /// Routing-table entries when the records were last published.
     routed_at_publish: Option<usize>,
     /// Per skill with a thin topic: when the next lookup may run, and the wait after it.
-    backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
+    pub(super) backoff: std::collections::HashMap<String, (Instant, std::time::Duration)>,
     /// Provider publications sent again because contacts failed, per key.
     retried: std::collections::HashMap<kad::RecordKey, u32>,
     /// Provider publications under way.
@@ -493,44 +491,6 @@ impl NodeActor {
         }
         // An agent with no skills publishes nothing: its join is the walk.
         self.lookups.published |= self.lookups.joined && self.lookups.providing.is_empty();
-    }
-
-    /// Looks up providers of each skill whose topic has too few connected
-    /// subscribers (gossipsub grafts from those itself). Right after the join the
-    /// peers met on the walk may not all have told us their subscriptions yet:
-    /// then only a skill nobody connected has is looked up.
-    fn seek_thin_meshes(&mut self, just_joined: bool) {
-        let now = Instant::now();
-        let low = self.config.mesh_n_low();
-        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
-        for skill in skills {
-            let topic = libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill));
-            let hash = topic.hash();
-            let known = self
-                .swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .filter(|(_, ts)| ts.contains(&&hash))
-                .count();
-            if known >= low || (just_joined && known > 0) {
-                self.lookups.backoff.remove(&skill);
-                continue;
-            }
-            let (next, wait) = self
-                .lookups
-                .backoff
-                .get(&skill)
-                .copied()
-                .unwrap_or((now, self.config.discovery_interval / 2));
-            if now < next {
-                continue;
-            }
-            debug!(%skill, known, reason = "thin mesh", "looking up providers");
-            self.find_providers(&skill);
-            let wait = (wait * 2).min(LOOKUP_BACKOFF_MAX);
-            self.lookups.backoff.insert(skill, (now + wait, wait));
-        }
     }
 
     fn publish_card(&mut self) -> Option<kad::QueryId> {

@@ -7,6 +7,7 @@ mod connections;
 mod direct;
 mod discovery;
 mod links;
+mod meshes;
 mod persist;
 mod status;
 

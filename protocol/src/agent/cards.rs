@@ -106,6 +106,18 @@ impl Agent {
             .unwrap_or_default()
     }
 
+    /// Other agents whose current card lists `skill`, reachable at
+    /// [`Agent::card_addrs`]: a skill topic's mesh is found among them without a
+    /// lookup in the DHT.
+    pub fn skill_holders(&self, skill: &str) -> Vec<AgentId> {
+        let me = self.id();
+        self.directory
+            .holders(skill, self.now)
+            .filter(|a| **a != me)
+            .copied()
+            .collect()
+    }
+
     /// How many agents the directory holds a current card of.
     pub fn cards_known(&self) -> usize {
         self.directory.current_cards(self.now)

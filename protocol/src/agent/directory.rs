@@ -269,6 +269,24 @@ impl Directory {
             .collect()
     }
 
+    /// Agents whose current card lists `skill` (at any level): whom a skill
+    /// topic's gossip mesh can be formed with, reached at their cards' addresses.
+    pub(crate) fn holders<'a>(
+        &'a self,
+        skill: &'a str,
+        now: Timestamp,
+    ) -> impl Iterator<Item = &'a AgentId> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(_, e)| {
+                e.skills.contains_key(skill)
+                    && e.card
+                        .as_ref()
+                        .is_some_and(|(v, _)| v.saturating_add(CARD_TTL_MS) > now)
+            })
+            .map(|(a, _)| a)
+    }
+
     /// Up to `want` candidates for `skill`, in the order to invite them: by score
     /// plus a jitter of up to [`JITTER`] (`random` gives the draws). Fewer if the
     /// directory knows fewer.

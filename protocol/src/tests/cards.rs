@@ -238,3 +238,30 @@ fn an_asker_gets_only_the_cards_it_lacks_or_holds_older_and_no_answer_if_none() 
         "nothing to send, nothing sent"
     );
 }
+
+#[test]
+fn holders_of_a_skill_are_the_other_agents_whose_current_card_lists_it() {
+    let mut mesh = Mesh::new();
+    let me = mesh.worker(1, "x", Level::Novice);
+    let x: Vec<_> = (10..13)
+        .map(|s| mesh.worker(s, "x", Level::Expert))
+        .collect();
+    let y = mesh.worker(20, "y", Level::Expert);
+    let now = mesh.now;
+    for a in x.iter().chain([&y, &me]) {
+        let card = mesh.card(*a);
+        let _ = mesh.agents.get_mut(&me).unwrap().learn_card(now, card);
+    }
+    let mut holders = mesh.agent(me).skill_holders("x");
+    holders.sort();
+    let mut want = x.clone();
+    want.sort();
+    assert_eq!(holders, want, "its own card is not among them, nor y's");
+    assert_eq!(mesh.agent(me).skill_holders("y"), vec![y]);
+    assert!(mesh.agent(me).skill_holders("z").is_empty());
+    // Once the cards are out of date, nobody is named from them.
+    mesh.now += CARD_TTL_MS + 1;
+    let later = mesh.now;
+    let _ = mesh.agents.get_mut(&me).unwrap().handle(later, Input::Tick);
+    assert!(mesh.agent(me).skill_holders("x").is_empty());
+}

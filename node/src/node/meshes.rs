@@ -1,0 +1,150 @@
+//! Thin skill topics: where a topic's gossip mesh finds its peers.
+//!
+//! gossipsub grafts a topic's mesh from the connected peers that subscribe to it;
+//! a topic with fewer than `mesh_n_low` of them needs more connections. The card
+//! directory names every agent holding a skill, with its addresses (cards reach
+//! every agent by gossip and anti-entropy, see `cards`): a few of those not
+//! connected are dialled directly, one connection each, and gossipsub learns their
+//! subscriptions on it. Only when the directory names nobody to dial does the node
+//! look the skill's providers up in the DHT — a walk over a dozen peers, a
+//! connection to each — with a backoff that doubles while lookups find nobody.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use libp2p::{
+    Multiaddr, PeerId,
+    swarm::{DialError, dial_opts::DialOpts},
+};
+use starling_protocol::AgentId;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::NodeActor;
+use crate::swarm::peer_id_of;
+
+/// The longest wait between provider lookups for a skill whose topic stays thin.
+const LOOKUP_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The order in which holders are tried in round `round`: a different one each
+/// round and on each agent, so that a holder that does not graft is not dialled
+/// again and again, and the agents seeking a topic do not all dial the same few.
+fn spread(seed: u64, me: &PeerId, round: u32, peer: &PeerId) -> u64 {
+    let mut h = DefaultHasher::new();
+    (seed, me, round, peer).hash(&mut h);
+    h.finish()
+}
+
+impl NodeActor {
+    /// Fills each skill topic that has too few connected subscribers: from the
+    /// card directory first, from the DHT only when the directory has nobody to
+    /// dial. Right after the join the peers met on the walk may not all have told
+    /// us their subscriptions yet: then a topic with any subscriber is left alone.
+    pub(super) fn seek_thin_meshes(&mut self, just_joined: bool) {
+        let now = Instant::now();
+        let low = self.config.mesh_n_low();
+        let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
+        for skill in skills {
+            let topic = libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill));
+            let hash = topic.hash();
+            let known = self
+                .swarm
+                .behaviour()
+                .gossipsub
+                .all_peers()
+                .filter(|(_, ts)| ts.contains(&&hash))
+                .count();
+            if known >= low {
+                self.lookups.backoff.remove(&skill);
+                continue;
+            }
+            let dialled = self.dial_holders(&skill, self.config.mesh_n.saturating_sub(known));
+            if dialled > 0 || (just_joined && known > 0) {
+                debug!(%skill, known, dialled, "thin mesh: dialling holders from their cards");
+                continue;
+            }
+            let (next, wait) = self
+                .lookups
+                .backoff
+                .get(&skill)
+                .copied()
+                .unwrap_or((now, self.config.discovery_interval / 2));
+            if now < next {
+                continue;
+            }
+            debug!(%skill, known, reason = "thin mesh", "looking up providers");
+            self.find_providers(&skill);
+            let wait = (wait * 2).min(LOOKUP_BACKOFF_MAX);
+            self.lookups.backoff.insert(skill, (now + wait, wait));
+        }
+    }
+
+    /// Dials up to `want` agents that hold `skill` by their cards and are not
+    /// connected, at their cards' addresses. Returns how many dials are under way
+    /// (one already under way to a holder counts).
+    fn dial_holders(&mut self, skill: &str, want: usize) -> usize {
+        let (seed, round) = (self.config.rng_seed, self.discovery_runs);
+        let me = *self.swarm.local_peer_id();
+        let mut fresh: Vec<(u64, PeerId, AgentId)> = self
+            .agent
+            .skill_holders(skill)
+            .into_iter()
+            .filter_map(|a| Some((peer_id_of(&a).ok()?, a)))
+            .filter(|(p, _)| !self.swarm.is_connected(p))
+            .map(|(p, a)| (spread(seed, &me, round, &p), p, a))
+            .collect();
+        fresh.sort();
+        let mut dialled = 0;
+        for (_, peer, agent) in fresh {
+            if dialled >= want {
+                break;
+            }
+            let addrs: Vec<Multiaddr> = self
+                .agent
+                .card_addrs(&agent)
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            match self
+                .swarm
+                .dial(DialOpts::peer_id(peer).addresses(addrs).build())
+            {
+                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => dialled += 1,
+                Err(e) => debug!(%peer, error = %e, "cannot dial a skill holder"),
+            }
+        }
+        dialled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn holders_come_in_another_order_each_round_and_on_each_agent() {
+        let peers: Vec<libp2p::PeerId> = (0..8).map(|_| libp2p::PeerId::random()).collect();
+        let (a, b) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+        let order = |me, round| {
+            let mut v: Vec<_> = peers
+                .iter()
+                .map(|p| (spread(0, me, round, p), *p))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+        };
+        assert_eq!(order(&a, 1), order(&a, 1), "one agent's round is one order");
+        assert_ne!(
+            order(&a, 1),
+            order(&a, 2),
+            "the next round tries others first"
+        );
+        assert_ne!(
+            order(&a, 1),
+            order(&b, 1),
+            "another agent tries others first"
+        );
+    }
+}
