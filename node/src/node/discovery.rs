@@ -333,12 +333,12 @@ impl NodeActor {
     /// stays quiet. The first round (as soon as the routing table has an entry)
     /// starts the join walk, a lookup of our own id: it fills the buckets near us
     /// and makes us known there. When it ends, the card and provider records go
-    /// out and thin skill topics are looked up (see [`NodeActor::on_joined`]).
+    /// out and thin skill topics are filled (see [`NodeActor::on_joined`]).
     /// After that a round republishes the card when it changed materially
     /// (see [`CardDigest`]) — Kademlia republishes records at half their lifetime
-    /// otherwise — and looks up providers of a skill only while too few connected
-    /// agents subscribe to its topic, with a backoff that doubles while lookups
-    /// find nobody new.
+    /// otherwise — and, while too few connected agents subscribe to a skill's
+    /// topic, dials holders named by their cards, or failing those looks the
+    /// skill's providers up (see `meshes`).
     pub(super) fn discover(&mut self) {
         if !self.discovered_with_peers {
             return;
@@ -396,8 +396,8 @@ impl NodeActor {
         }
     }
 
-    /// The join walk is over: publish, and look up the skills nobody connected
-    /// subscribes to.
+    /// The join walk is over: publish, and fill the skill topics nobody
+    /// connected subscribes to.
     fn on_joined(&mut self) {
         self.lookups.join = None;
         self.lookups.joined = true;
