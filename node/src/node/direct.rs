@@ -52,16 +52,7 @@ impl NodeActor {
         let addrs = if self.swarm.is_connected(&peer) {
             Vec::new()
         } else {
-            let mut addrs = self.links.addrs_of(&peer);
-            if addrs.is_empty() {
-                addrs = self
-                    .agent
-                    .card_addrs(&send.to)
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .collect();
-            }
-            addrs
+            self.addrs_to_dial(&peer, &send.to)
         };
         let id = self
             .swarm

@@ -172,6 +172,24 @@ impl Links {
 }
 
 impl NodeActor {
+    /// Where to dial `agent` (whose peer id is `peer`): the addresses it reported
+    /// through identify, or else those its card gives.
+    pub(super) fn addrs_to_dial(
+        &self,
+        peer: &PeerId,
+        agent: &starling_protocol::AgentId,
+    ) -> Vec<Multiaddr> {
+        let reported = self.links.addrs_of(peer);
+        if !reported.is_empty() {
+            return reported;
+        }
+        self.agent
+            .card_addrs(agent)
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
     /// Takes an inbound message: at once, or after the link's simulated delay.
     pub(super) fn inbound(&mut self, msg: Inbound) {
         let peer = match &msg {

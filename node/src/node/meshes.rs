@@ -12,7 +12,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use libp2p::{
-    Multiaddr, PeerId,
+    PeerId,
     swarm::{DialError, dial_opts::DialOpts},
 };
 use starling_protocol::AgentId;
@@ -79,7 +79,7 @@ impl NodeActor {
     }
 
     /// Dials up to `want` agents that hold `skill` by their cards and are not
-    /// connected, at their cards' addresses. Returns how many dials are under way
+    /// connected, at the addresses they reported or their cards give. Returns how many dials are under way
     /// (one already under way to a holder counts).
     fn dial_holders(&mut self, skill: &str, want: usize) -> usize {
         let (seed, round) = (self.config.rng_seed, self.discovery_runs);
@@ -98,12 +98,7 @@ impl NodeActor {
             if dialled >= want {
                 break;
             }
-            let addrs: Vec<Multiaddr> = self
-                .agent
-                .card_addrs(&agent)
-                .iter()
-                .filter_map(|a| a.parse().ok())
-                .collect();
+            let addrs = self.addrs_to_dial(&peer, &agent);
             if addrs.is_empty() {
                 continue;
             }
