@@ -34,32 +34,72 @@ fn spread(seed: u64, me: &PeerId, round: u32, peer: &PeerId) -> u64 {
     h.finish()
 }
 
+/// A skill topic as gossipsub sees it: peers in our mesh, connected subscribers.
+#[derive(Debug, Clone, Copy)]
+struct TopicState {
+    meshed: usize,
+    subscribers: usize,
+}
+
+impl TopicState {
+    /// How many more holders to dial (none once there are `low`). Just joined,
+    /// the subscribers count (gossipsub grafts them at its next heartbeat), and
+    /// enough are dialled for a mesh of `mesh_n`. Later only the mesh counts — a
+    /// subscriber still outside it by then will not graft, for now — and only
+    /// enough to reach `low` are dialled: gossipsub grafts up to `mesh_n` from
+    /// the subscribers it has, and every dial is a connection more.
+    fn holders_wanted(self, low: usize, mesh_n: usize, just_joined: bool) -> usize {
+        let (have, target) = if just_joined {
+            (self.subscribers.max(self.meshed), mesh_n)
+        } else {
+            (self.meshed, low)
+        };
+        if have >= low {
+            0
+        } else {
+            target.saturating_sub(have)
+        }
+    }
+}
+
 impl NodeActor {
-    /// Fills each skill topic that has too few connected subscribers: from the
+    /// Fills each skill topic whose gossip mesh is below `mesh_n_low`: from the
     /// card directory first, from the DHT only when the directory has nobody to
-    /// dial. Right after the join the peers met on the walk may not all have told
-    /// us their subscriptions yet: then a topic with any subscriber is left alone.
+    /// dial. What counts is the mesh, not the connected subscribers: a subscriber
+    /// that pruned us (its mesh was full) stays connected a while but cannot be
+    /// grafted again before gossipsub's prune backoff (a minute) is over, and a
+    /// topic whose subscribers were all such peers used to wait that long for a
+    /// mesh. Right after the join, gossipsub has yet to graft the subscribers the
+    /// walk met (it does at its next heartbeat), and some may not have told us
+    /// their subscriptions yet: then the subscribers count, and a topic with any
+    /// is not looked up in the DHT.
     pub(super) fn seek_thin_meshes(&mut self, just_joined: bool) {
         let now = Instant::now();
         let low = self.config.mesh_n_low();
         let skills: Vec<String> = self.agent.skills().map(|s| s.name.clone()).collect();
         for skill in skills {
-            let topic = libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill));
-            let hash = topic.hash();
-            let known = self
-                .swarm
-                .behaviour()
-                .gossipsub
-                .all_peers()
-                .filter(|(_, ts)| ts.contains(&&hash))
-                .count();
-            if known >= low {
+            let hash =
+                libp2p::gossipsub::IdentTopic::new(starling_protocol::skill_topic(&skill)).hash();
+            let gossip = &self.swarm.behaviour().gossipsub;
+            let state = TopicState {
+                meshed: gossip.mesh_peers(&hash).count(),
+                subscribers: gossip
+                    .all_peers()
+                    .filter(|(_, ts)| ts.contains(&&hash))
+                    .count(),
+            };
+            let (meshed, subscribers) = (state.meshed, state.subscribers);
+            if meshed >= low {
                 self.lookups.backoff.remove(&skill);
                 continue;
             }
-            let dialled = self.dial_holders(&skill, self.config.mesh_n.saturating_sub(known));
-            if dialled > 0 || (just_joined && known > 0) {
-                debug!(%skill, known, dialled, "thin mesh: dialling holders from their cards");
+            let want = state.holders_wanted(low, self.config.mesh_n, just_joined);
+            if want == 0 {
+                continue;
+            }
+            let dialled = self.dial_holders(&skill, want);
+            if dialled > 0 || (just_joined && subscribers > 0) {
+                debug!(%skill, meshed, subscribers, dialled, "thin mesh: dialling holders from their cards");
                 continue;
             }
             let (next, wait) = self
@@ -71,7 +111,7 @@ impl NodeActor {
             if now < next {
                 continue;
             }
-            debug!(%skill, known, reason = "thin mesh", "looking up providers");
+            debug!(%skill, meshed, subscribers, reason = "thin mesh", "looking up providers");
             self.find_providers(&skill);
             let wait = (wait * 2).min(LOOKUP_BACKOFF_MAX);
             self.lookups.backoff.insert(skill, (now + wait, wait));
@@ -116,7 +156,37 @@ impl NodeActor {
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{TopicState, spread};
+
+    #[test]
+    fn connected_subscribers_outside_the_mesh_do_not_stop_the_search_after_the_join() {
+        let (low, mesh_n) = (3, 4);
+        let pruned_us = TopicState {
+            meshed: 0,
+            subscribers: 4,
+        };
+        assert_eq!(
+            pruned_us.holders_wanted(low, mesh_n, true),
+            0,
+            "just joined: the heartbeat grafts them"
+        );
+        assert_eq!(
+            pruned_us.holders_wanted(low, mesh_n, false),
+            3,
+            "later they will not graft: enough holders more for a mesh of low"
+        );
+        let thin = TopicState {
+            meshed: 1,
+            subscribers: 2,
+        };
+        assert_eq!(thin.holders_wanted(low, mesh_n, true), 2, "up to mesh_n");
+        assert_eq!(thin.holders_wanted(low, mesh_n, false), 2, "up to low");
+        let full = TopicState {
+            meshed: 3,
+            subscribers: 3,
+        };
+        assert_eq!(full.holders_wanted(low, mesh_n, false), 0);
+    }
 
     #[test]
     fn holders_come_in_another_order_each_round_and_on_each_agent() {
