@@ -1,7 +1,8 @@
 //! Thin skill topics: where a topic's gossip mesh finds its peers.
 //!
 //! gossipsub grafts a topic's mesh from the connected peers that subscribe to it;
-//! a topic with fewer than `mesh_n_low` of them needs more connections. The card
+//! a topic whose mesh stays below `mesh_n_low` needs more connections — too few
+//! subscribers are connected, or those that are will not graft us. The card
 //! directory names every agent holding a skill, with its addresses (cards reach
 //! every agent by gossip and anti-entropy, see `cards`): a few of those not
 //! connected are dialled directly, one connection each, and gossipsub learns their
